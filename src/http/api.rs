@@ -1,0 +1,157 @@
+//! The HTTP server API under `/api`: publish, broadcast, send, channels, clients.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::{ApiError, Json};
+use super::AppState;
+use crate::hub::{ClientId, Payload, ALL};
+use crate::upstream::decode_base64;
+use crate::ws::close::CloseReason;
+use crate::ws::valid_channel;
+
+type Answer = Result<axum::Json<Value>, ApiError>;
+
+/// Data as API bodies carry it: `data` (a string is text, other JSON is sent as its
+/// serialization) or `data_base64` (binary).
+#[derive(Debug, Deserialize)]
+pub struct Data {
+    data: Option<Value>,
+    data_base64: Option<String>,
+}
+
+impl Data {
+    fn payload(self) -> Result<Payload, ApiError> {
+        match (self.data, self.data_base64) {
+            (Some(v), None) => Ok(Payload::from_json(&v)),
+            (None, Some(b)) => decode_base64(&b)
+                .map(|bytes| Payload {
+                    kind: crate::hub::Kind::Binary,
+                    data: bytes.into(),
+                })
+                .map_err(|e| ApiError::BadRequest(format!("data_base64: {e}"))),
+            (None, None) => Err(ApiError::BadRequest("missing field `data`".into())),
+            (Some(_), Some(_)) => Err(ApiError::BadRequest(
+                "give `data` or `data_base64`, not both".into(),
+            )),
+        }
+    }
+}
+
+/// `POST /api/publish` body.
+#[derive(Debug, Deserialize)]
+pub struct Publish {
+    channel: String,
+    #[serde(flatten)]
+    data: Data,
+}
+
+/// `POST /api/publish`: `{"offset":N}`.
+pub async fn publish(State(app): State<AppState>, Json(req): Json<Publish>) -> Answer {
+    valid_channel(&req.channel).map_err(ApiError::BadRequest)?;
+    let offset = app.hub.publish(&req.channel, req.data.payload()?).await?;
+    Ok(axum::Json(json!({ "offset": offset })))
+}
+
+/// `POST /api/broadcast` body.
+#[derive(Debug, Deserialize)]
+pub struct Broadcast {
+    channels: Vec<String>,
+    #[serde(flatten)]
+    data: Data,
+}
+
+/// `POST /api/broadcast`: publishes to each channel (`*` = every client), `{"offsets":{..}}`.
+pub async fn broadcast(State(app): State<AppState>, Json(req): Json<Broadcast>) -> Answer {
+    if req.channels.is_empty() {
+        return Err(ApiError::BadRequest("`channels` is empty".into()));
+    }
+    for channel in req.channels.iter().filter(|c| *c != ALL) {
+        valid_channel(channel).map_err(ApiError::BadRequest)?;
+    }
+    let payload = req.data.payload()?;
+    let mut offsets = BTreeMap::new();
+    for channel in &req.channels {
+        if !offsets.contains_key(channel) {
+            let offset = app.hub.publish(channel, payload.clone()).await?;
+            offsets.insert(channel.clone(), offset);
+        }
+    }
+    Ok(axum::Json(json!({ "offsets": offsets })))
+}
+
+/// `POST /api/send` body.
+#[derive(Debug, Deserialize)]
+pub struct Send {
+    client: Option<String>,
+    user: Option<String>,
+    #[serde(flatten)]
+    data: Data,
+}
+
+/// `POST /api/send`: to one client id, `{"delivered":N}`; an unknown client is 404.
+pub async fn send(State(app): State<AppState>, Json(req): Json<Send>) -> Answer {
+    let payload = req.data.payload()?;
+    match (req.client, req.user) {
+        (Some(client), None) => {
+            let id: ClientId = client.parse().map_err(|_| {
+                ApiError::BadRequest(format!("'{client}' is not a client id (c-N)"))
+            })?;
+            match app.hub.send(id, payload).await? {
+                0 => Err(ApiError::NotFound(format!("no client {id}"))),
+                n => Ok(axum::Json(json!({ "delivered": n }))),
+            }
+        }
+        (None, Some(_)) => Err(ApiError::BadRequest(
+            "sending to a user needs authentication, which this server does not have configured"
+                .into(),
+        )),
+        _ => Err(ApiError::BadRequest(
+            "give exactly one of `client` or `user`".into(),
+        )),
+    }
+}
+
+/// `GET /api/channels`: channels with local subscribers.
+pub async fn channels(State(app): State<AppState>) -> Answer {
+    let list: Vec<Value> = app
+        .hub
+        .registry()
+        .channels()
+        .into_iter()
+        .map(|(name, n)| json!({ "channel": &*name, "subscribers": n }))
+        .collect();
+    Ok(axum::Json(json!({ "channels": list })))
+}
+
+/// `GET /api/clients`: connected clients.
+pub async fn clients(State(app): State<AppState>) -> Answer {
+    let list: Vec<Value> = app
+        .hub
+        .registry()
+        .clients()
+        .into_iter()
+        .map(|c| {
+            let channels: Vec<String> = c.channels().iter().map(|s| s.to_string()).collect();
+            json!({ "id": c.id.to_string(), "mode": c.mode.name(), "remote": c.remote.to_string(), "channels": channels })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "clients": list })))
+}
+
+/// `DELETE /api/clients/{id}`: disconnects the client (close 1008).
+pub async fn disconnect(State(app): State<AppState>, Path(id): Path<String>) -> Answer {
+    let cid: ClientId = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("'{id}' is not a client id (c-N)")))?;
+    let client = app
+        .hub
+        .registry()
+        .client(cid)
+        .ok_or_else(|| ApiError::NotFound(format!("no client {cid}")))?;
+    client.close(CloseReason::Kicked);
+    Ok(axum::Json(json!({ "disconnected": cid.to_string() })))
+}

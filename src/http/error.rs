@@ -1,0 +1,101 @@
+//! `ApiError`: the one place HTTP statuses and JSON error bodies are made, and `Json`,
+//! an extractor whose rejections are JSON errors too.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use crate::broker::BrokerError;
+
+/// An HTTP API error, answered as `{"error":{"code":..,"message":..}}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: malformed request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: missing or wrong API key.
+    #[error("missing or invalid API key (Authorization: apikey KEY)")]
+    Unauthorized,
+    /// 403: no API key configured and the caller is not on loopback.
+    #[error("the API answers only loopback clients unless an API key is configured")]
+    Forbidden,
+    /// 404: no such thing.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: wrong method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 413: body too large.
+    #[error("request body too large")]
+    TooLarge,
+    /// 415: body is not JSON.
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// 426: a plain request to a WebSocket endpoint, or a WebSocket version we do not speak.
+    #[error("this endpoint needs a WebSocket upgrade (version 13)")]
+    UpgradeRequired,
+    /// 503: the server cannot take this now (connection limit, broker down).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::UpgradeRequired => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(e: BrokerError) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
+        let mut resp = (status, axum::Json(body)).into_response();
+        if matches!(self, ApiError::UpgradeRequired) {
+            resp.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
+        resp
+    }
+}
+
+/// `axum::Json` with JSON rejections.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
+            Err(JsonRejection::BytesRejection(e))
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ApiError::TooLarge)
+            }
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The HTTP surface in one function, `router(state)`: the demo page, `/healthz`, the
+//! WebSocket endpoint and the API (with its own auth layer).
+
+mod api;
+mod error;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::shutdown::Shutdown;
+use crate::upstream::Upstream;
+pub use error::{ApiError, Json};
+
+const INDEX_HTML: &str = include_str!("../../assets/index.html");
+
+/// Everything a request handler or session may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The hub.
+    pub hub: Hub,
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// Upstream handler for client messages.
+    pub upstream: Arc<Upstream>,
+    /// Tasks to wait for at shutdown.
+    pub shutdown: Shutdown,
+    /// Permits for WebSocket connections (max connections).
+    pub connections: Arc<Semaphore>,
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/publish", post(api::publish))
+        .route("/broadcast", post(api::broadcast))
+        .route("/send", post(api::send))
+        .route("/channels", get(api::channels))
+        .route("/clients", get(api::clients))
+        .route("/clients/{id}", delete(api::disconnect))
+        .fallback(|| async { ApiError::NotFound("no such API call".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(state.config.max_body_size))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
+        .route("/ws", get(crate::ws::upgrade))
+        .nest("/api", api)
+        .fallback(|| async { ApiError::NotFound("not found".into()) })
+        .with_state(state)
+}
+
+async fn index() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        INDEX_HTML,
+    )
+}
+
+async fn healthz(State(app): State<AppState>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "connections": app.hub.registry().stats.connections(),
+    }))
+}
+
+/// With an API key configured every call needs `Authorization: apikey KEY` (401);
+/// without one only loopback peers are answered (403).
+async fn authorize(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match &app.config.api_key {
+        Some(key) => {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("apikey "));
+            if !given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), key.as_bytes())) {
+                return ApiError::Unauthorized.into_response();
+            }
+        }
+        None if !peer.ip().is_loopback() => return ApiError::Forbidden.into_response(),
+        None => {}
+    }
+    next.run(req).await
+}
+
+/// Compares secrets without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,210 @@
+//! A connected client as the hub sees it: its id, mode, subscriptions and bounded outbox.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::ws::close::CloseReason;
+
+/// A client id, shown as `c-N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub u64);
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c-{}", self.0)
+    }
+}
+
+impl std::str::FromStr for ClientId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        s.strip_prefix("c-")
+            .and_then(|n| n.parse().ok())
+            .map(ClientId)
+            .ok_or(())
+    }
+}
+
+/// Which wire format a client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Bare data frames.
+    Raw,
+    /// `wspush.v1` JSON objects.
+    Json,
+}
+
+impl Mode {
+    /// Lower-case name for APIs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Raw => "raw",
+            Mode::Json => "json",
+        }
+    }
+}
+
+/// Bounds of a client's outbox; overflowing either closes the client with 1013.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Most frames queued.
+    pub max_frames: u32,
+    /// Most bytes queued.
+    pub max_bytes: u32,
+}
+
+/// What `Client::push` did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued for writing.
+    Queued,
+    /// The outbox overflowed: the client is being disconnected as too slow.
+    Overflow,
+    /// The client is already closing; the frame was not queued.
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct Outbox {
+    queue: VecDeque<Bytes>,
+    bytes: u32,
+    close: Option<CloseReason>,
+    channels: Vec<Arc<str>>,
+}
+
+/// A connected client. Shared (`Arc`) between the hub's indexes and its session task.
+#[derive(Debug)]
+pub struct Client {
+    /// The client id.
+    pub id: ClientId,
+    /// Wire format.
+    pub mode: Mode,
+    /// The peer address.
+    pub remote: SocketAddr,
+    /// Seconds since the hub started when the client last sent anything.
+    last_seen: AtomicU32,
+    limits: QueueLimits,
+    outbox: Mutex<Outbox>,
+    wake: Notify,
+}
+
+impl Client {
+    /// A client with an empty outbox.
+    pub fn new(
+        id: ClientId,
+        mode: Mode,
+        remote: SocketAddr,
+        limits: QueueLimits,
+        now: u32,
+    ) -> Self {
+        Client {
+            id,
+            mode,
+            remote,
+            last_seen: AtomicU32::new(now),
+            limits,
+            outbox: Mutex::new(Outbox::default()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Queues a frame; wakes the session when the outbox was empty.
+    pub fn push(&self, frame: Bytes) -> Pushed {
+        let mut out = self.outbox.lock();
+        if out.close.is_some() {
+            return Pushed::Closed;
+        }
+        let bytes = out.bytes.saturating_add(frame.len() as u32);
+        if out.queue.len() as u32 >= self.limits.max_frames || bytes > self.limits.max_bytes {
+            out.close = Some(CloseReason::SlowConsumer);
+            out.queue = VecDeque::new();
+            out.bytes = 0;
+            drop(out);
+            self.wake.notify_one();
+            return Pushed::Overflow;
+        }
+        let was_empty = out.queue.is_empty();
+        out.queue.push_back(frame);
+        out.bytes = bytes;
+        drop(out);
+        if was_empty {
+            self.wake.notify_one();
+        }
+        Pushed::Queued
+    }
+
+    /// Asks the session to close with `reason` once what is queued is written.
+    /// The first reason wins.
+    pub fn close(&self, reason: CloseReason) {
+        let mut out = self.outbox.lock();
+        if out.close.is_none() {
+            out.close = Some(reason);
+            drop(out);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Moves every queued frame into `into`; returns the close reason if one is set.
+    pub fn drain(&self, into: &mut VecDeque<Bytes>) -> Option<CloseReason> {
+        let mut out = self.outbox.lock();
+        if into.is_empty() {
+            std::mem::swap(into, &mut out.queue);
+        } else {
+            into.extend(out.queue.drain(..));
+        }
+        out.bytes = 0;
+        out.close
+    }
+
+    /// Waits until something was queued or a close was requested.
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    /// Records activity from the peer.
+    pub fn seen(&self, now: u32) {
+        if self.last_seen.load(Ordering::Relaxed) != now {
+            self.last_seen.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// When the peer last sent anything (seconds since the hub started).
+    pub fn last_seen(&self) -> u32 {
+        self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// Channels the client is subscribed to.
+    pub fn channels(&self) -> Vec<Arc<str>> {
+        self.outbox.lock().channels.clone()
+    }
+
+    /// Records a subscription; false when already subscribed.
+    pub(crate) fn add_channel(&self, channel: &Arc<str>) -> bool {
+        let mut out = self.outbox.lock();
+        if out.channels.iter().any(|c| c == channel) {
+            return false;
+        }
+        out.channels.push(channel.clone());
+        true
+    }
+
+    /// Forgets a subscription; false when it was not subscribed.
+    pub(crate) fn remove_channel(&self, channel: &str) -> bool {
+        let mut out = self.outbox.lock();
+        let before = out.channels.len();
+        out.channels.retain(|c| &**c != channel);
+        out.channels.len() != before
+    }
+
+    /// Forgets every subscription, returning them.
+    pub(crate) fn take_channels(&self) -> Vec<Arc<str>> {
+        std::mem::take(&mut self.outbox.lock().channels)
+    }
+}

@@ -1,0 +1,289 @@
+//! The hub: owns clients and channel subscriptions, fans messages out to outboxes, and
+//! routes every publish through the broker. Knows nothing about sockets or JSON.
+
+pub mod client;
+pub mod message;
+mod stats;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::broker::{Broker, BrokerError};
+use crate::ws::close::CloseReason;
+use crate::ws::frame;
+pub use client::{Client, ClientId, Mode, Pushed, QueueLimits};
+pub use message::{Kind, Message, Payload};
+pub use stats::Stats;
+
+/// The pseudo-channel that addresses every connected client.
+pub const ALL: &str = "*";
+
+const SHARDS: usize = 64;
+
+/// A map split into independently locked shards.
+struct Sharded<K, V>(Box<[Mutex<HashMap<K, V>>]>);
+
+impl<K, V> Sharded<K, V> {
+    fn new() -> Self {
+        Sharded((0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect())
+    }
+    fn shard(&self, hash: u64) -> &Mutex<HashMap<K, V>> {
+        &self.0[(hash as usize) % SHARDS]
+    }
+    fn shards(&self) -> impl Iterator<Item = &Mutex<HashMap<K, V>>> {
+        self.0.iter()
+    }
+}
+
+/// FNV-1a: a stable, cheap hash to pick a shard.
+pub(crate) fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// One channel's local subscribers.
+type Subscribers = Vec<Arc<Client>>;
+
+/// Local state: connected clients and who is subscribed to what on this node.
+/// Brokers deliver into it; it never calls a broker.
+pub struct Registry {
+    clients: Sharded<ClientId, Arc<Client>>,
+    channels: Sharded<Arc<str>, Subscribers>,
+    next_id: AtomicU64,
+    started: Instant,
+    limits: QueueLimits,
+    ping: Bytes,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl Registry {
+    /// An empty registry whose clients' outboxes are bounded by `limits`.
+    pub fn new(limits: QueueLimits) -> Self {
+        Registry {
+            clients: Sharded::new(),
+            channels: Sharded::new(),
+            next_id: AtomicU64::new(1),
+            started: Instant::now(),
+            limits,
+            ping: frame::encode(frame::OP_PING, b""),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Seconds since the registry was made (the clock of `Client::seen`).
+    pub fn now(&self) -> u32 {
+        self.started.elapsed().as_secs() as u32
+    }
+
+    /// Registers a new client.
+    pub fn register(&self, mode: Mode, remote: SocketAddr) -> Arc<Client> {
+        let id = ClientId(self.next_id.fetch_add(1, Relaxed));
+        let client = Arc::new(Client::new(id, mode, remote, self.limits, self.now()));
+        self.clients.shard(id.0).lock().insert(id, client.clone());
+        self.stats.connection_opened(mode);
+        client
+    }
+
+    /// Removes a client and all its subscriptions.
+    pub fn unregister(&self, client: &Client) {
+        for channel in client.take_channels() {
+            self.remove_subscriber(&channel, client.id);
+        }
+        if self
+            .clients
+            .shard(client.id.0)
+            .lock()
+            .remove(&client.id)
+            .is_some()
+        {
+            self.stats.connection_closed(client.mode);
+        }
+    }
+
+    /// Looks a client up by id.
+    pub fn client(&self, id: ClientId) -> Option<Arc<Client>> {
+        self.clients.shard(id.0).lock().get(&id).cloned()
+    }
+
+    /// Every connected client, ordered by id.
+    pub fn clients(&self) -> Vec<Arc<Client>> {
+        let mut all: Vec<_> = self
+            .clients
+            .shards()
+            .flat_map(|s| s.lock().values().cloned().collect::<Vec<_>>())
+            .collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    /// Subscribes a client to a channel; false when it already was.
+    pub fn subscribe(&self, client: &Arc<Client>, channel: &str) -> bool {
+        let channel: Arc<str> = Arc::from(channel);
+        if !client.add_channel(&channel) {
+            return false;
+        }
+        let mut shard = self.channels.shard(fnv(&channel)).lock();
+        shard.entry(channel).or_default().push(client.clone());
+        self.stats.subscriptions.fetch_add(1, Relaxed);
+        true
+    }
+
+    /// Unsubscribes a client from a channel; false when it was not subscribed.
+    pub fn unsubscribe(&self, client: &Client, channel: &str) -> bool {
+        if !client.remove_channel(channel) {
+            return false;
+        }
+        self.remove_subscriber(channel, client.id);
+        true
+    }
+
+    fn remove_subscriber(&self, channel: &str, id: ClientId) {
+        let mut shard = self.channels.shard(fnv(channel)).lock();
+        if let Some(subs) = shard.get_mut(channel) {
+            if let Some(i) = subs.iter().position(|c| c.id == id) {
+                subs.swap_remove(i);
+                self.stats.subscriptions.fetch_sub(1, Relaxed);
+            }
+            if subs.is_empty() {
+                shard.remove(channel);
+            }
+        }
+    }
+
+    /// Channels with local subscribers and their counts, sorted by name.
+    pub fn channels(&self) -> Vec<(Arc<str>, usize)> {
+        let mut all: Vec<_> = self
+            .channels
+            .shards()
+            .flat_map(|s| {
+                s.lock()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.len()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// Number of local subscribers of a channel.
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.channels
+            .shard(fnv(channel))
+            .lock()
+            .get(channel)
+            .map_or(0, Vec::len)
+    }
+
+    /// Fans a message out to its channel's local subscribers (or every client for `*`),
+    /// each getting the frame of its wire format, encoded once.
+    pub fn deliver(&self, msg: &Message) {
+        if &*msg.channel == ALL {
+            for shard in self.clients.shards() {
+                for client in shard.lock().values() {
+                    self.push(client, msg);
+                }
+            }
+            return;
+        }
+        let shard = self.channels.shard(fnv(&msg.channel)).lock();
+        if let Some(subs) = shard.get(&msg.channel) {
+            for client in subs {
+                self.push(client, msg);
+            }
+        }
+    }
+
+    fn push(&self, client: &Client, msg: &Message) {
+        let frame = match client.mode {
+            Mode::Raw => msg.raw_frame(),
+            Mode::Json => msg.json_frame(),
+        };
+        self.push_frame(client, frame.clone());
+    }
+
+    /// Queues a frame for one client, counting the outcome.
+    pub fn push_frame(&self, client: &Client, frame: Bytes) -> Pushed {
+        let pushed = client.push(frame);
+        match pushed {
+            Pushed::Queued => self.stats.delivered.fetch_add(1, Relaxed),
+            Pushed::Overflow => self.stats.slow_disconnects.fetch_add(1, Relaxed),
+            Pushed::Closed => self.stats.dropped_closing.fetch_add(1, Relaxed),
+        };
+        pushed
+    }
+
+    /// Sends a payload to one local client; the number of clients it reached (0 or 1).
+    pub fn send_local(&self, id: ClientId, payload: &Payload) -> usize {
+        let Some(client) = self.client(id) else {
+            return 0;
+        };
+        let frame = match client.mode {
+            Mode::Raw => payload.raw_frame(),
+            Mode::Json => Message::new(Arc::from(id.to_string()), 0, payload.clone())
+                .json_frame()
+                .clone(),
+        };
+        usize::from(self.push_frame(&client, frame) == Pushed::Queued)
+    }
+
+    /// Asks every client to close with `reason`.
+    pub fn close_all(&self, reason: CloseReason) {
+        for client in self.clients() {
+            client.close(reason);
+        }
+    }
+
+    /// Pings clients idle for `interval` seconds and aborts those silent for
+    /// `interval + timeout` (they did not answer the previous ping).
+    pub fn sweep(&self, interval: u32, timeout: u32) {
+        let now = self.now();
+        for client in self.clients() {
+            let idle = now.saturating_sub(client.last_seen());
+            if idle >= interval + timeout {
+                self.stats.ping_timeouts.fetch_add(1, Relaxed);
+                client.close(CloseReason::Abort);
+            } else if idle >= interval {
+                client.push(self.ping.clone());
+            }
+        }
+    }
+}
+
+/// The hub handle: cheap to clone, shared by every front and publish source.
+#[derive(Clone)]
+pub struct Hub {
+    registry: Arc<Registry>,
+    broker: Arc<dyn Broker>,
+}
+
+impl Hub {
+    /// A hub over a registry and the broker that delivers into it.
+    pub fn new(registry: Arc<Registry>, broker: Arc<dyn Broker>) -> Self {
+        Hub { registry, broker }
+    }
+
+    /// The local registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Publishes to a channel (`*` = every client) through the broker; the offset.
+    pub async fn publish(&self, channel: &str, payload: Payload) -> Result<u64, BrokerError> {
+        self.registry.stats.published.fetch_add(1, Relaxed);
+        self.broker.publish(channel, payload).await
+    }
+
+    /// Sends to one client wherever it is connected; how many clients it reached.
+    pub async fn send(&self, id: ClientId, payload: Payload) -> Result<usize, BrokerError> {
+        self.broker.send(id, payload).await
+    }
+}

@@ -1,0 +1,31 @@
+//! wspush: a real-time WebSocket push server.
+//!
+//! # Layout
+//!
+//! - [`server`]: `run(listener, config, console, shutdown)`: builds the hub, accepts
+//!   connections (hyper HTTP/1 with upgrades), shuts down gracefully.
+//! - [`hub`]: clients, channel subscriptions and fan-out into bounded per-client outboxes;
+//!   every publish goes through the broker. Knows no sockets and no JSON.
+//! - [`broker`]: the `Broker` trait (offsets, cross-node delivery) and `Memory`.
+//! - [`ws`]: the WebSocket front: upgrade, per-connection `Session`, frame codec, close codes.
+//! - [`http`]: the HTTP surface (`router`), the `/api` handlers and `ApiError`.
+//! - [`upstream`]: what happens to messages clients send (echo, publish, webhook).
+//! - [`console`]: the operator console on stdin/stdout.
+//! - [`config`]: `serve` options and their validation.
+//! - [`shutdown`]: signals and the task tracker.
+//! - [`client`], [`publish`]: the `wspush client` and `wspush publish` commands.
+//!
+//! Fronts call the hub; the hub calls the broker; the broker delivers into the hub's
+//! registry. Nothing below `http`/`ws` knows about wire formats beyond pre-encoded frames.
+
+pub mod broker;
+pub mod client;
+pub mod config;
+pub mod console;
+pub mod http;
+pub mod hub;
+pub mod publish;
+pub mod server;
+pub mod shutdown;
+pub mod upstream;
+pub mod ws;

@@ -1,0 +1,109 @@
+//! The `wspush` binary: parses the command line, sets up logging, dispatches
+//! `serve | client | publish`, and turns errors into exit codes (64: bad configuration).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use wspush::config::Config;
+use wspush::server::{self, ConsoleMode};
+
+#[derive(Parser)]
+#[command(name = "wspush", version, about = "A real-time WebSocket push server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the push server.
+    Serve(Box<Config>),
+    /// Connect to a WebSocket URL: print what arrives, send stdin lines.
+    Client {
+        /// e.g. ws://127.0.0.1:8083/ws?channels=news
+        url: String,
+    },
+    /// Publish one message through the HTTP API.
+    Publish {
+        /// Channel to publish to.
+        channel: String,
+        /// The data (text; JSON with --json).
+        data: String,
+        /// The server's base URL.
+        #[arg(long, env = "WSPUSH_SERVER", default_value = "http://127.0.0.1:8083")]
+        server: String,
+        /// API key, if the server has one.
+        #[arg(long, env = "WSPUSH_API_KEY")]
+        api_key: Option<String>,
+        /// Send DATA as JSON instead of a string.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Serve(config) => serve(*config).await,
+            Command::Client { url } => wspush::client::run(&url).await.map_err(Failure::Run),
+            Command::Publish {
+                channel,
+                data,
+                server,
+                api_key,
+                json,
+            } => wspush::publish::run(&server, api_key.as_deref(), &channel, &data, json)
+                .await
+                .map_err(Failure::Run),
+        }
+    });
+    // The console thread may be blocked on stdin: do not wait for it.
+    rt.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(64)
+        }
+        Err(Failure::Run(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Failure {
+    Config(anyhow::Error),
+    Run(anyhow::Error),
+}
+
+async fn serve(config: Config) -> Result<(), Failure> {
+    config.validate().map_err(|e| Failure::Config(e.into()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Failure::Run(anyhow::anyhow!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener.local_addr().map_err(|e| Failure::Run(e.into()))?;
+    println!("listening on http://{addr}");
+    server::run(
+        listener,
+        config,
+        ConsoleMode::Stdio,
+        wspush::shutdown::signal(),
+    )
+    .await
+    .map_err(|e| Failure::Run(e.into()))
+}

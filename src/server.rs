@@ -1,0 +1,141 @@
+//! `run(listener, config, shutdown)`: builds the hub and serves HTTP and WebSocket
+//! connections until `shutdown` resolves, then closes every client with 1001.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+use crate::broker::Memory;
+use crate::config::Config;
+use crate::console::{self, Console};
+use crate::http::{self, AppState};
+use crate::hub::{Hub, QueueLimits, Registry};
+use crate::shutdown::Shutdown;
+use crate::upstream::Upstream;
+use crate::ws::close::CloseReason;
+
+/// How the server's console is wired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsoleMode {
+    /// Print to stdout and read commands from stdin (the binary).
+    Stdio,
+    /// No console (library users and tests that drive the API).
+    Off,
+}
+
+/// Serves on `listener` until `shutdown` resolves (or `/quit` on the console).
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    console_mode: ConsoleMode,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let config = Arc::new(config);
+    let limits = QueueLimits {
+        max_frames: config.queue_max_frames,
+        max_bytes: config.queue_max_bytes,
+    };
+    let registry = Arc::new(Registry::new(limits));
+    let hub = Hub::new(registry.clone(), Arc::new(Memory::new(registry.clone())));
+    let console = match console_mode {
+        ConsoleMode::Stdio => Console::stdout(),
+        ConsoleMode::Off => Console::silent(),
+    };
+    let stop = Shutdown::default();
+    if console_mode == ConsoleMode::Stdio && !config.no_console {
+        console::spawn_input(hub.clone(), console.clone(), stop.token.clone());
+    }
+    let console = if config.quiet {
+        Console::silent()
+    } else {
+        console
+    };
+    let state = AppState {
+        hub: hub.clone(),
+        upstream: Arc::new(Upstream::new(config.upstream.clone(), hub.clone(), console)),
+        config: config.clone(),
+        shutdown: stop.clone(),
+        connections: Arc::new(Semaphore::new(config.max_connections)),
+    };
+    let router = http::router(state);
+
+    let sweeper = {
+        let registry = registry.clone();
+        let (interval, timeout) = (config.ping_interval, config.ping_timeout);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(interval.into()));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                registry.sweep(interval, timeout);
+            }
+        })
+    };
+
+    tracing::info!(addr = %listener.local_addr()?, "serving");
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            _ = stop.token.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router.clone().map_request(
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            },
+        );
+        let token = stop.token.clone();
+        let handshake = config.handshake_timeout();
+        stop.tracker.spawn(async move {
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(handshake)
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(%peer, error = %e, "http connection ended");
+                    }
+                }
+                _ = token.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+                }
+            }
+        });
+    }
+
+    tracing::info!("shutting down: closing every client with 1001");
+    drop(listener);
+    stop.token.cancel();
+    sweeper.abort();
+    registry.close_all(CloseReason::GoingAway);
+    let grace = Duration::from_secs(config.shutdown_grace);
+    if stop.drain(grace).await {
+        tracing::info!("all connections closed");
+    } else {
+        tracing::warn!(?grace, "grace period over; dropping remaining connections");
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! The WebSocket front: the HTTP upgrade at `GET /ws` (validation, mode, channels),
+//! then a `Session` per connection on the bare TCP stream.
+
+pub mod close;
+pub mod frame;
+mod session;
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpStream;
+
+use crate::http::{ApiError, AppState};
+use crate::hub::Mode;
+pub use session::Session;
+
+/// The JSON-mode subprotocol.
+pub const SUBPROTOCOL: &str = "wspush.v1";
+
+/// Query parameters of `GET /ws`.
+#[derive(Debug, Default, Deserialize)]
+pub struct WsParams {
+    /// Comma-separated channels to subscribe on connect.
+    pub channels: Option<String>,
+    /// `json` selects JSON mode.
+    pub protocol: Option<String>,
+}
+
+/// Checks a channel name a client or API caller gave.
+pub fn valid_channel(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("channel name is empty".into());
+    }
+    if name.len() > 200 {
+        return Err("channel name longer than 200 bytes".into());
+    }
+    if name == crate::hub::ALL {
+        return Err("'*' is not a channel; use broadcast".into());
+    }
+    if name
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == ',')
+    {
+        return Err(format!(
+            "channel name {name:?} holds whitespace, a comma or a control character"
+        ));
+    }
+    Ok(())
+}
+
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// `GET /ws`: validates the handshake, registers the client and its channels (so it
+/// receives everything published after the 101), then hands the socket to a session.
+pub async fn upgrade(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+) -> Result<Response, ApiError> {
+    let headers = req.headers();
+    if !has_token(headers, header::UPGRADE, "websocket")
+        || !has_token(headers, header::CONNECTION, "upgrade")
+    {
+        return Err(ApiError::UpgradeRequired);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return Err(ApiError::UpgradeRequired);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|k| k.len() == 24)
+        .ok_or_else(|| ApiError::BadRequest("missing or malformed Sec-WebSocket-Key".into()))?;
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let params = Query::<WsParams>::try_from_uri(req.uri())
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?
+        .0;
+    let subprotocol = has_token(headers, header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL);
+    let mode = if subprotocol || params.protocol.as_deref() == Some("json") {
+        Mode::Json
+    } else {
+        Mode::Raw
+    };
+    let channels: Vec<&str> = params
+        .channels
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    for channel in &channels {
+        valid_channel(channel).map_err(ApiError::BadRequest)?;
+    }
+    let permit = app
+        .connections
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Unavailable("too many connections".into()))?;
+    let on_upgrade = req
+        .extensions_mut()
+        .remove::<OnUpgrade>()
+        .ok_or(ApiError::UpgradeRequired)?;
+
+    let registry = app.hub.registry();
+    let client = registry.register(mode, peer);
+    for channel in channels {
+        registry.subscribe(&client, channel);
+    }
+    let id = client.id;
+    let tracker = app.shutdown.tracker.clone();
+    tracker.spawn(async move {
+        let stream = match on_upgrade.await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
+            Ok(Ok(parts)) => Some((parts.io.into_inner(), parts.read_buf)),
+            Ok(Err(_)) => {
+                tracing::error!(client = %client.id, "upgraded connection is not a TCP stream");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(client = %client.id, error = %e, "upgrade failed");
+                None
+            }
+        };
+        match stream {
+            // A fresh task per session keeps the upgrade's state out of its memory.
+            Some((stream, leftover)) => {
+                app.shutdown
+                    .tracker
+                    .spawn(Session::new(stream, client, app.clone(), permit).run(leftover));
+            }
+            None => app.hub.registry().unregister(&client),
+        }
+    });
+
+    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a header value"),
+    );
+    h.insert(
+        "x-wspush-client",
+        HeaderValue::from_str(&id.to_string()).expect("id is a header value"),
+    );
+    if subprotocol {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    Ok(resp)
+}

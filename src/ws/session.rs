@@ -1,0 +1,301 @@
+//! One WebSocket connection: reads client frames into a buffer lent per read, writes
+//! every queued frame with one vectored write per wake-up, and closes with the right code.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::close::CloseReason;
+use super::frame::{self, Decoder, Incoming};
+use crate::http::AppState;
+use crate::hub::{Client, Kind, Payload};
+
+/// Bytes read from a socket per `read` call; the buffer is per thread, not per connection.
+const READ_BUF: usize = 64 * 1024;
+/// Frames handed to one `writev`.
+const MAX_IOV: usize = 256;
+/// How long a closing connection may take to flush and answer our close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+thread_local! {
+    static READ: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUF]);
+}
+
+/// How a session's main loop ended.
+#[derive(Debug)]
+enum End {
+    /// We close: send a close frame with this reason (or just drop for `Abort`).
+    Close(CloseReason),
+    /// The client sent a close frame (with this code): answer it.
+    ClientClosed(Option<u16>),
+    /// The socket failed or hit EOF: nothing more can be sent.
+    Gone,
+}
+
+/// A live WebSocket connection.
+pub struct Session {
+    stream: TcpStream,
+    client: Arc<Client>,
+    app: AppState,
+    decoder: Decoder,
+    pending: VecDeque<Bytes>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Session {
+    /// A session for an upgraded stream.
+    pub fn new(
+        stream: TcpStream,
+        client: Arc<Client>,
+        app: AppState,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        let decoder = Decoder::new(app.config.max_message_size);
+        Session {
+            stream,
+            client,
+            app,
+            decoder,
+            pending: VecDeque::new(),
+            _permit: permit,
+        }
+    }
+
+    /// Serves the connection until it closes, then unregisters the client.
+    pub async fn run(mut self, leftover: Bytes) {
+        let end = self.serve(leftover).await;
+        tracing::debug!(client = %self.client.id, ?end, "session ends");
+        self.finish(end).await;
+        self.app.hub.registry().unregister(&self.client);
+    }
+
+    async fn serve(&mut self, leftover: Bytes) -> End {
+        if !leftover.is_empty() {
+            let mut events = Vec::new();
+            let decoded = self.decoder.feed(&mut leftover.to_vec(), &mut events);
+            if let Some(end) = self.handle(events).await {
+                return end;
+            }
+            if let Err(reason) = decoded {
+                return End::Close(reason);
+            }
+        }
+        loop {
+            if let Err(end) = self.write_pending() {
+                return end;
+            }
+            let writing = !self.pending.is_empty();
+            tokio::select! {
+                biased;
+                ready = self.stream.readable() => {
+                    if ready.is_err() {
+                        return End::Gone;
+                    }
+                    if let Some(end) = self.read().await {
+                        return end;
+                    }
+                }
+                _ = self.client.woken(), if !writing => {
+                    if let Some(reason) = self.client.drain(&mut self.pending) {
+                        return End::Close(reason);
+                    }
+                }
+                ready = self.stream.writable(), if writing => {
+                    if ready.is_err() {
+                        return End::Gone;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads what the socket has and acts on every complete event.
+    async fn read(&mut self) -> Option<End> {
+        let mut events = Vec::new();
+        let decoded = READ.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            match self.stream.try_read(&mut buf) {
+                Ok(0) => Err(End::Gone),
+                Ok(n) => {
+                    self.app
+                        .hub
+                        .registry()
+                        .stats
+                        .bytes_in
+                        .fetch_add(n as u64, Relaxed);
+                    Ok(self.decoder.feed(&mut buf[..n], &mut events))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Ok(())),
+                Err(_) => Err(End::Gone),
+            }
+        });
+        let decoded = match decoded {
+            Ok(d) => d,
+            Err(end) => return Some(end),
+        };
+        if !events.is_empty() {
+            let registry = self.app.hub.registry();
+            self.client.seen(registry.now());
+        }
+        if let Some(end) = self.handle(events).await {
+            return Some(end);
+        }
+        decoded.err().map(End::Close)
+    }
+
+    /// Acts on decoded events in order.
+    async fn handle(&mut self, events: Vec<Incoming>) -> Option<End> {
+        for event in events {
+            let payload = match event {
+                Incoming::Text(data) => Payload {
+                    kind: Kind::Text,
+                    data,
+                },
+                Incoming::Binary(data) => Payload {
+                    kind: Kind::Binary,
+                    data,
+                },
+                Incoming::Ping(data) => {
+                    self.pending.push_back(frame::encode(frame::OP_PONG, &data));
+                    continue;
+                }
+                Incoming::Pong => continue,
+                Incoming::Close(code) => return Some(End::ClientClosed(code)),
+            };
+            let upstream = &self.app.upstream;
+            if upstream.echoes() {
+                self.app
+                    .hub
+                    .registry()
+                    .stats
+                    .upstream_messages
+                    .fetch_add(1, Relaxed);
+                self.pending.push_back(payload.raw_frame());
+                continue;
+            }
+            if let Some(reply) = upstream.handle(self.client.id, &payload).await {
+                self.pending.push_back(reply.raw_frame());
+            }
+        }
+        None
+    }
+
+    /// Writes as much of `pending` as the socket takes now, many frames per syscall.
+    fn write_pending(&mut self) -> Result<(), End> {
+        while !self.pending.is_empty() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (slot, frame) in iov.iter_mut().zip(self.pending.iter()) {
+                *slot = IoSlice::new(frame);
+                n += 1;
+            }
+            match self.stream.try_write_vectored(&iov[..n]) {
+                Ok(written) => {
+                    self.app
+                        .hub
+                        .registry()
+                        .stats
+                        .bytes_out
+                        .fetch_add(written as u64, Relaxed);
+                    self.advance(written);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(_) => return Err(End::Gone),
+            }
+        }
+        if self.pending.capacity() > 64 {
+            self.pending = VecDeque::new();
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        while written > 0 {
+            let front = self
+                .pending
+                .front_mut()
+                .expect("written bytes were pending");
+            if front.len() <= written {
+                written -= front.len();
+                self.pending.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+    }
+
+    /// Writes everything pending, waiting for the socket, for at most `CLOSE_WAIT`.
+    async fn flush(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+        loop {
+            if self.write_pending().is_err() {
+                return false;
+            }
+            if self.pending.is_empty() {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, self.stream.writable()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
+    }
+
+    /// Sends the closing frames the way the connection ended.
+    async fn finish(&mut self, end: End) {
+        match end {
+            End::Gone | End::Close(CloseReason::Abort) => {}
+            End::ClientClosed(code) => {
+                let reply = match code {
+                    Some(code) => frame::close(code, ""),
+                    None => frame::encode(frame::OP_CLOSE, b""),
+                };
+                self.pending.push_back(reply);
+                self.flush().await;
+            }
+            End::Close(reason) => {
+                if reason == CloseReason::SlowConsumer {
+                    // The client is not reading: what is queued is given up, not waited for.
+                    self.pending.clear();
+                }
+                let code = reason.code().expect("only Abort has no code");
+                self.pending.push_back(frame::close(code, reason.text()));
+                if self.flush().await {
+                    self.await_close().await;
+                }
+            }
+        }
+    }
+
+    /// After our close frame: discard input until the client's close frame or EOF.
+    async fn await_close(&mut self) {
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            loop {
+                if self.stream.readable().await.is_err() {
+                    return;
+                }
+                let mut events = Vec::new();
+                let done = READ.with(|buf| {
+                    let mut buf = buf.borrow_mut();
+                    match self.stream.try_read(&mut buf) {
+                        Ok(0) => true,
+                        Ok(n) => self.decoder.feed(&mut buf[..n], &mut events).is_err(),
+                        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+                    }
+                });
+                if done || events.iter().any(|e| matches!(e, Incoming::Close(_))) {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+}
