@@ -1,20 +1,16 @@
 //! The in-memory broker: offsets per channel, delivery straight into the local registry.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::{self, BoxFuture};
-use parking_lot::Mutex;
 
 use super::{Broker, BrokerError};
-use crate::hub::{fnv, ClientId, Message, Payload, Registry};
-
-const SHARDS: usize = 64;
+use crate::hub::{fnv, ClientId, Message, Payload, Registry, Sharded};
 
 /// One node, no setup: offsets live in this process.
 pub struct Memory {
     registry: Arc<Registry>,
-    offsets: Box<[Mutex<HashMap<Arc<str>, Chan>>]>,
+    offsets: Sharded<Arc<str>, Chan>,
 }
 
 /// A channel's broker state.
@@ -28,12 +24,12 @@ impl Memory {
     pub fn new(registry: Arc<Registry>) -> Self {
         Memory {
             registry,
-            offsets: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            offsets: Sharded::new(),
         }
     }
 
     fn publish_now(&self, channel: &str, payload: Payload) -> u64 {
-        let mut shard = self.offsets[(fnv(channel) as usize) % SHARDS].lock();
+        let mut shard = self.offsets.shard(fnv(channel)).lock();
         if !shard.contains_key(channel) {
             let name: Arc<str> = Arc::from(channel);
             shard.insert(name.clone(), Chan { name, offset: 0 });

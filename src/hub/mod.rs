@@ -27,13 +27,13 @@ pub const ALL: &str = "*";
 const SHARDS: usize = 64;
 
 /// A map split into independently locked shards.
-struct Sharded<K, V>(Box<[Mutex<HashMap<K, V>>]>);
+pub(crate) struct Sharded<K, V>(Box<[Mutex<HashMap<K, V>>]>);
 
 impl<K, V> Sharded<K, V> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Sharded((0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect())
     }
-    fn shard(&self, hash: u64) -> &Mutex<HashMap<K, V>> {
+    pub(crate) fn shard(&self, hash: u64) -> &Mutex<HashMap<K, V>> {
         &self.0[(hash as usize) % SHARDS]
     }
     fn shards(&self) -> impl Iterator<Item = &Mutex<HashMap<K, V>>> {

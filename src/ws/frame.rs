@@ -335,8 +335,8 @@ mod tests {
 
     #[test]
     fn rejects_unmasked_and_oversize() {
-        let mut unmasked = encode(OP_TEXT, b"x").to_vec();
-        let (_, res) = decode_all(&mut unmasked, 100);
+        let unmasked = encode(OP_TEXT, b"x").to_vec();
+        let (_, res) = decode_all(&unmasked, 100);
         assert_eq!(res, Err(CloseReason::Protocol));
         let mut d = Decoder::new(4);
         let mut big = encode_masked(OP_BINARY, b"12345", [0; 4]);

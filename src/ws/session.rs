@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -268,9 +269,14 @@ impl Session {
                 }
                 let code = reason.code().expect("only Abort has no code");
                 self.pending.push_back(frame::close(code, reason.text()));
-                if self.flush().await {
-                    self.await_close().await;
+                if !self.flush().await {
+                    return;
                 }
+                if reason.fails_connection() {
+                    // Failing the connection: we close TCP first, then let the peer finish.
+                    let _ = self.stream.shutdown().await;
+                }
+                self.await_close().await;
             }
         }
     }
