@@ -163,6 +163,11 @@ impl Client {
         out.close
     }
 
+    /// The close reason, if a close was requested.
+    pub fn close_requested(&self) -> Option<CloseReason> {
+        self.outbox.lock().close
+    }
+
     /// Waits until something was queued or a close was requested.
     pub async fn woken(&self) {
         self.wake.notified().await

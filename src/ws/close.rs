@@ -47,7 +47,10 @@ impl CloseReason {
     /// True when the peer broke the protocol: the server closes TCP right after its close
     /// frame instead of waiting for the peer's answer (RFC 6455 "fail the connection").
     pub fn fails_connection(self) -> bool {
-        matches!(self, CloseReason::Protocol | CloseReason::InvalidPayload | CloseReason::TooBig)
+        matches!(
+            self,
+            CloseReason::Protocol | CloseReason::InvalidPayload | CloseReason::TooBig
+        )
     }
 
     /// A short human-readable reason sent in the close frame.

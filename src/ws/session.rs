@@ -89,6 +89,12 @@ impl Session {
             }
         }
         loop {
+            // Frames pushed while the socket was backed up raised no new wake-up: take them.
+            if self.pending.is_empty() {
+                if let Some(reason) = self.client.drain(&mut self.pending) {
+                    return End::Close(reason);
+                }
+            }
             if let Err(end) = self.write_pending() {
                 return end;
             }
@@ -103,8 +109,15 @@ impl Session {
                         return end;
                     }
                 }
-                _ = self.client.woken(), if !writing => {
-                    if let Some(reason) = self.client.drain(&mut self.pending) {
+                _ = self.client.woken() => {
+                    // While the socket is backed up, leave new frames in the outbox (whose
+                    // bounds then cut a slow client off); only a close request is taken.
+                    let close = if writing {
+                        self.client.close_requested()
+                    } else {
+                        self.client.drain(&mut self.pending)
+                    };
+                    if let Some(reason) = close {
                         return End::Close(reason);
                     }
                 }

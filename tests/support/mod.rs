@@ -1,0 +1,236 @@
+//! Test support: a real server on 127.0.0.1:0 (in-process or the built binary), real
+//! WebSocket clients, and bounded waits.
+#![allow(dead_code, missing_docs)]
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wspush::config::Config;
+use wspush::server::{self, ConsoleMode};
+
+/// Upper bound of any single wait in a test.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Awaits `fut` for at most `WAIT`, failing the test with `what` otherwise.
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// A server running in this process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::default();
+        tweak(&mut config);
+        config.validate().expect("test config is valid");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(server::run(listener, config, ConsoleMode::Off, async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws(&self, query: &str) -> String {
+        format!("ws://{}/ws{}", self.addr, query)
+    }
+
+    /// Triggers graceful shutdown and waits for `run` to return.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        within("server shutdown", self.task.take().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Connects a WebSocket client; returns it with its client id (`X-Wspush-Client`).
+pub async fn connect(url: &str) -> (Ws, String) {
+    let (ws, resp) = within("websocket connect", tokio_tungstenite::connect_async(url))
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    let id = resp
+        .headers()
+        .get("x-wspush-client")
+        .expect("X-Wspush-Client header")
+        .to_str()
+        .unwrap()
+        .to_string();
+    (ws, id)
+}
+
+/// The next data message (pings/pongs skipped); panics on close or timeout.
+pub async fn next_msg(ws: &mut Ws) -> Message {
+    loop {
+        match within("a message", ws.next()).await {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(m)) => return m,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+}
+
+/// The next text message.
+pub async fn next_text(ws: &mut Ws) -> String {
+    match next_msg(ws).await {
+        Message::Text(t) => t.as_str().to_string(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+/// Waits for the close frame and returns its code.
+pub async fn close_code(ws: &mut Ws) -> u16 {
+    loop {
+        match within("a close frame", ws.next()).await {
+            Some(Ok(Message::Close(Some(f)))) => return f.code.into(),
+            Some(Ok(Message::Close(None))) => return 1005,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+/// Asserts nothing arrives on `ws` within `dur` (used after a later message proves
+/// delivery has happened, so the silence is meaningful).
+pub async fn assert_silent(ws: &mut Ws, dur: Duration) {
+    if let Ok(Some(Ok(m))) = tokio::time::timeout(dur, ws.next()).await {
+        if !matches!(m, Message::Ping(_) | Message::Pong(_)) {
+            panic!("expected nothing, got {m:?}");
+        }
+    }
+}
+
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    within("send", ws.send(Message::text(text))).await.unwrap();
+}
+
+/// POSTs JSON; returns status and JSON body.
+pub async fn post(url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let resp = within("POST", reqwest::Client::new().post(url).json(&body).send())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+pub async fn get(url: &str) -> (u16, serde_json::Value) {
+    let resp = within("GET", reqwest::get(url)).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Publishes text over the HTTP API; the offset.
+pub async fn publish(server: &TestServer, channel: &str, data: &str) -> u64 {
+    let (status, body) = post(
+        &server.http("/api/publish"),
+        serde_json::json!({ "channel": channel, "data": data }),
+    )
+    .await;
+    assert_eq!(status, 200, "publish failed: {body}");
+    body["offset"].as_u64().expect("offset")
+}
+
+/// The built `wspush` binary running `serve`, with stdin and stdout piped.
+pub struct Binary {
+    pub addr: SocketAddr,
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Binary {
+    pub async fn serve(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wspush"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("wspush binary starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = within("the listening line", stdout.next_line())
+            .await
+            .unwrap()
+            .expect("a first line");
+        let addr = first
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .parse()
+            .unwrap();
+        Binary {
+            addr,
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+        }
+    }
+
+    pub fn ws(&self, query: &str) -> String {
+        format!("ws://{}/ws{}", self.addr, query)
+    }
+
+    pub async fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        stdin.flush().await.unwrap();
+    }
+
+    /// Reads stdout lines until one satisfies `pred`; returns it.
+    pub async fn expect_line(&mut self, pred: impl Fn(&str) -> bool) -> String {
+        within("a console line", async {
+            loop {
+                let line = self.stdout.next_line().await.unwrap().expect("stdout open");
+                if pred(&line) {
+                    return line;
+                }
+            }
+        })
+        .await
+    }
+}
