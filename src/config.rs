@@ -1,15 +1,37 @@
-//! `Config`: every `serve` option, validated before anything binds.
+//! `Config`: every `serve` option, validated before anything binds. Sources, highest
+//! first: command-line flag > `WSPUSH_*` environment variable > `--config` TOML file >
+//! default.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
+use serde::{Deserialize, Serialize};
 
+use crate::namespace::Namespace;
 use crate::upstream::Spec;
 
 /// Why a configuration is rejected (exit code 64).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The config file cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML, has an unknown key, or a value of the wrong type.
+    #[error("config file {path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key, line and column).
+        message: String,
+    },
     /// A key holds a value out of its range.
     #[error("invalid value for {key}: {reason}")]
     Invalid {
@@ -21,8 +43,18 @@ pub enum ConfigError {
 }
 
 /// Options of `wspush serve` (each also a `WSPUSH_*` environment variable).
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// TOML file with options (same names as the flags, with underscores) and
+    /// `[[namespaces]]`.
+    #[arg(long, env = "WSPUSH_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_config: bool,
     /// Address to listen on.
     #[arg(long, env = "WSPUSH_LISTEN", default_value = "127.0.0.1:8083")]
     pub listen: SocketAddr,
@@ -66,9 +98,69 @@ pub struct Config {
     /// Do not print upstream messages (`[client] text`) on stdout.
     #[arg(long, env = "WSPUSH_QUIET")]
     pub quiet: bool,
+    /// Largest `data` a JSON-mode client may publish, in bytes (larger: error `too_large`).
+    #[arg(long, env = "WSPUSH_MAX_PUBLISH_SIZE", default_value_t = 64 * 1024)]
+    pub max_publish_size: usize,
+    /// JSON-mode protocol errors tolerated per connection before it is closed (1008).
+    #[arg(long, env = "WSPUSH_MAX_PROTOCOL_ERRORS", default_value_t = 10)]
+    pub max_protocol_errors: u32,
+    /// Per-namespace channel settings (config file only: `[[namespaces]]`).
+    #[arg(skip)]
+    #[serde(default)]
+    pub namespaces: Vec<Namespace>,
 }
 
 impl Config {
+    /// Merges the `--config` file (if any) under what the command line and environment
+    /// set: a file value replaces only a value that came from a default.
+    pub fn resolve(self, matches: &ArgMatches) -> Result<Config, ConfigError> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let file_err = |message: String| ConfigError::File {
+            path: path.clone(),
+            message,
+        };
+        // Parse the file as a whole first: unknown keys and bad types are reported with
+        // their line and column.
+        let from_file: Config = toml::from_str(&text).map_err(|e| file_err(e.to_string()))?;
+        let file_table: toml::Table = toml::from_str(&text).map_err(|e| file_err(e.to_string()))?;
+        let mut merged = toml::Table::try_from(&self).map_err(|e| file_err(e.to_string()))?;
+        let from_file = toml::Table::try_from(&from_file).map_err(|e| file_err(e.to_string()))?;
+        for key in file_table.keys() {
+            let is_arg = matches.ids().any(|id| id.as_str() == key);
+            let from_default = !is_arg
+                || !matches!(
+                    matches.value_source(key),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                );
+            if from_default {
+                if let Some(v) = from_file.get(key) {
+                    merged.insert(key.clone(), v.clone());
+                }
+            }
+        }
+        let mut config: Config = merged
+            .try_into()
+            .map_err(|e: toml::de::Error| file_err(e.to_string()))?;
+        config.config = Some(path);
+        config.print_config = self.print_config;
+        Ok(config)
+    }
+
+    /// The effective configuration as TOML (secrets redacted).
+    pub fn to_toml(&self) -> String {
+        let mut shown = self.clone();
+        if shown.api_key.is_some() {
+            shown.api_key = Some("<redacted>".into());
+        }
+        toml::to_string(&shown).expect("config serializes")
+    }
+
     /// Checks ranges; names the offending option.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: &str| {
@@ -94,6 +186,18 @@ impl Config {
         }
         if self.handshake_timeout == 0 {
             return bad("handshake-timeout", "must be at least 1 second");
+        }
+        let mut prefixes = std::collections::HashSet::new();
+        for ns in &self.namespaces {
+            if !prefixes.insert(ns.prefix.as_str()) {
+                return bad(
+                    "namespaces",
+                    &format!("prefix {:?} is configured twice", ns.prefix),
+                );
+            }
+            if ns.history_ttl == Some(Duration::ZERO) {
+                return bad("namespaces.history_ttl", "must be longer than 0");
+            }
         }
         if matches!(&self.api_key, Some(k) if k.is_empty()) {
             return bad("api-key", "must not be empty");

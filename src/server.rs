@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::console::{self, Console};
 use crate::http::{self, AppState};
 use crate::hub::{Hub, QueueLimits, Registry};
+use crate::namespace::Namespaces;
 use crate::shutdown::Shutdown;
 use crate::upstream::Upstream;
 use crate::ws::close::CloseReason;
@@ -44,7 +45,9 @@ pub async fn run(
         max_bytes: config.queue_max_bytes,
     };
     let registry = Arc::new(Registry::new(limits));
-    let hub = Hub::new(registry.clone(), Arc::new(Memory::new(registry.clone())));
+    let namespaces = Arc::new(Namespaces::new(config.namespaces.clone()));
+    let broker = Arc::new(Memory::new(registry.clone(), namespaces.clone()));
+    let hub = Hub::new(registry.clone(), broker, namespaces);
     let console = match console_mode {
         ConsoleMode::Stdio => Console::stdout(),
         ConsoleMode::Off => Console::silent(),

@@ -12,7 +12,8 @@ use crate::console::Console;
 use crate::hub::{ClientId, Hub, Kind, Payload};
 
 /// The configured upstream handler.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Spec {
     /// Only shown on the console and counted.
     None,
@@ -48,6 +49,24 @@ impl FromStr for Spec {
                     "unknown upstream '{s}' (none | echo | publish:CHANNEL | webhook:URL)"
                 ))
             }
+        }
+    }
+}
+
+impl TryFrom<String> for Spec {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Spec> for String {
+    fn from(spec: Spec) -> String {
+        match spec {
+            Spec::None => "none".into(),
+            Spec::Echo => "echo".into(),
+            Spec::Publish(c) => format!("publish:{c}"),
+            Spec::Webhook(u) => format!("webhook:{u}"),
         }
     }
 }

@@ -1,12 +1,14 @@
-//! The broker seam: where offsets are assigned and messages fan out across nodes.
-//! `Memory` (one node) is the default; every implementation delivers into the local
-//! `Registry` in offset order per channel.
+//! The broker seam: where offsets are assigned, history is kept, and messages fan out
+//! across nodes. `Memory` (one node) is the default; every implementation delivers into
+//! the local `Registry` in offset order per channel and passes `tests/broker.rs`.
 
 mod memory;
 
+use std::sync::Arc;
+
 use futures_util::future::BoxFuture;
 
-use crate::hub::{ClientId, Payload};
+use crate::hub::{Client, ClientId, Message, Payload};
 pub use memory::Memory;
 
 /// Why a broker call failed.
@@ -17,8 +19,68 @@ pub enum BrokerError {
     Unavailable(String),
 }
 
-/// A message broker: assigns per-channel offsets and delivers to subscribers on every
-/// node.
+/// Where a channel stands: its last offset and the epoch offsets belong to (a new epoch
+/// means offsets restarted, so older offsets cannot be recovered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The channel's last assigned offset (0 = nothing published yet).
+    pub offset: u64,
+    /// The offset generation.
+    pub epoch: Arc<str>,
+}
+
+/// A point to recover from: messages after `offset` of `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    /// The last offset the client has.
+    pub offset: u64,
+    /// The epoch that offset belongs to, when the client knows it.
+    pub epoch: Option<String>,
+}
+
+/// Why a subscribe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// History no longer reaches back to the requested offset (or the epoch changed).
+    #[error("history no longer reaches back to that offset; oldest available is {oldest}")]
+    HistoryGone {
+        /// The oldest offset still available (what `since` would have to be, plus one).
+        oldest: u64,
+        /// The channel's position now.
+        position: Position,
+    },
+    /// The client is already subscribed to the channel.
+    #[error("already subscribed")]
+    AlreadySubscribed,
+    /// The broker failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// Called once a subscription takes effect, before any replayed or live message is
+/// queued for the client (so a reply queued here comes first).
+pub type Ready<'a> = Box<dyn FnOnce(&Position) + Send + 'a>;
+
+/// A page of history.
+#[derive(Debug)]
+pub struct History {
+    /// Stored messages after `since`, oldest first.
+    pub messages: Vec<Arc<Message>>,
+    /// The channel's position now.
+    pub position: Position,
+}
+
+/// A presence entry: one connection in a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The connection.
+    pub client: ClientId,
+    /// The authenticated user, if any.
+    pub user: Option<Arc<str>>,
+}
+
+/// A message broker: assigns per-channel offsets, keeps history and delivers to
+/// subscribers on every node.
 pub trait Broker: Send + Sync + 'static {
     /// Publishes to `channel` (`*` = every client); resolves to the assigned offset once
     /// the message is accepted.
@@ -28,7 +90,36 @@ pub trait Broker: Send + Sync + 'static {
         payload: Payload,
     ) -> BoxFuture<'a, Result<u64, BrokerError>>;
 
+    /// Subscribes a local client. With `since`, every stored message after it is queued
+    /// first, then live ones, with no gap and no duplicate.
+    fn subscribe<'a>(
+        &'a self,
+        client: &'a Arc<Client>,
+        channel: &'a str,
+        since: Option<Since>,
+        ready: Ready<'a>,
+    ) -> BoxFuture<'a, Result<Position, SubscribeError>>;
+
+    /// Stored messages of a channel after `since` (all stored when `None`), at most `limit`.
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        since: Option<Since>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<History, SubscribeError>>;
+
     /// Sends to one client wherever it is connected; resolves to how many it reached.
     fn send(&self, client: ClientId, payload: Payload)
         -> BoxFuture<'_, Result<usize, BrokerError>>;
+
+    /// Announces that `member` joined (`true`) or left a presence channel.
+    fn presence_event<'a>(
+        &'a self,
+        channel: &'a str,
+        member: Member,
+        joined: bool,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Who is in a presence channel, on every node.
+    fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>>;
 }

@@ -6,12 +6,14 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::error::{ApiError, Json};
+use super::error::{ApiError, Json, Query};
 use super::AppState;
+use crate::broker::{Since, SubscribeError};
 use crate::hub::{ClientId, Payload, ALL};
+use crate::protocol::json::MAX_HISTORY_LIMIT;
 use crate::upstream::decode_base64;
 use crate::ws::close::CloseReason;
-use crate::ws::valid_channel;
+use crate::ws::{members_json, messages_json, valid_channel};
 
 type Answer = Result<axum::Json<Value>, ApiError>;
 
@@ -140,6 +142,58 @@ pub async fn clients(State(app): State<AppState>) -> Answer {
         })
         .collect();
     Ok(axum::Json(json!({ "clients": list })))
+}
+
+/// `?since=&limit=` of `GET /api/history/{channel}`.
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    since: Option<u64>,
+    epoch: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/history/{channel}`: stored messages, `{"messages":[..],"offset":N,"epoch":..}`;
+/// 410 `history_gone` when `since` is older than what is kept.
+pub async fn history(
+    State(app): State<AppState>,
+    Path(channel): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Answer {
+    valid_channel(&channel).map_err(ApiError::BadRequest)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_HISTORY_LIMIT as usize).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be from 1 to {MAX_HISTORY_LIMIT}"
+        )));
+    }
+    let since = q.since.map(|offset| Since {
+        offset,
+        epoch: q.epoch,
+    });
+    match app.hub.history(&channel, since, limit).await {
+        Ok(page) => Ok(axum::Json(json!({
+            "messages": messages_json(&page.messages),
+            "offset": page.position.offset,
+            "epoch": &*page.position.epoch,
+        }))),
+        Err(SubscribeError::HistoryGone { oldest, position }) => Err(ApiError::HistoryGone {
+            oldest,
+            offset: position.offset,
+        }),
+        Err(e) => Err(ApiError::Unavailable(e.to_string())),
+    }
+}
+
+/// `GET /api/presence/{channel}`: `{"clients":[{"client":..,"user":..}]}`.
+pub async fn presence(State(app): State<AppState>, Path(channel): Path<String>) -> Answer {
+    valid_channel(&channel).map_err(ApiError::BadRequest)?;
+    if !app.hub.namespaces().of(&channel).presence {
+        return Err(ApiError::BadRequest(format!(
+            "presence is not enabled for {channel:?}"
+        )));
+    }
+    let members = app.hub.presence(&channel).await?;
+    Ok(axum::Json(json!({ "clients": members_json(&members) })))
 }
 
 /// `DELETE /api/clients/{id}`: disconnects the client (close 1008).

@@ -2,7 +2,8 @@
 //! an extractor whose rejections are JSON errors too.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -27,6 +28,14 @@ pub enum ApiError {
     /// 405: wrong method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 410: history no longer reaches back to the requested offset.
+    #[error("history no longer reaches back that far; oldest available offset is {oldest}")]
+    HistoryGone {
+        /// Oldest offset still stored.
+        oldest: u64,
+        /// The channel's offset now.
+        offset: u64,
+    },
     /// 413: body too large.
     #[error("request body too large")]
     TooLarge,
@@ -49,6 +58,7 @@ impl ApiError {
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::HistoryGone { .. } => (StatusCode::GONE, "history_gone"),
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -68,7 +78,12 @@ impl From<BrokerError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
+        let mut body =
+            serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
+        if let ApiError::HistoryGone { oldest, offset } = self {
+            body["error"]["oldest"] = oldest.into();
+            body["error"]["offset"] = offset.into();
+        }
         let mut resp = (status, axum::Json(body)).into_response();
         if matches!(self, ApiError::UpgradeRequired) {
             resp.headers_mut().insert(
@@ -97,5 +112,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             }
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
         }
+    }
+}
+
+/// `axum::extract::Query` with JSON rejections.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
     }
 }

@@ -47,6 +47,8 @@ pub fn router(state: AppState) -> Router {
         .route("/channels", get(api::channels))
         .route("/clients", get(api::clients))
         .route("/clients/{id}", delete(api::disconnect))
+        .route("/history/{channel}", get(api::history))
+        .route("/presence/{channel}", get(api::presence))
         .fallback(|| async { ApiError::NotFound("no such API call".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.max_body_size))

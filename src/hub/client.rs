@@ -88,6 +88,8 @@ pub struct Client {
     pub mode: Mode,
     /// The peer address.
     pub remote: SocketAddr,
+    /// The authenticated user id, if any.
+    pub user: Option<Arc<str>>,
     /// Seconds since the hub started when the client last sent anything.
     last_seen: AtomicU32,
     limits: QueueLimits,
@@ -101,6 +103,7 @@ impl Client {
         id: ClientId,
         mode: Mode,
         remote: SocketAddr,
+        user: Option<Arc<str>>,
         limits: QueueLimits,
         now: u32,
     ) -> Self {
@@ -108,6 +111,7 @@ impl Client {
             id,
             mode,
             remote,
+            user,
             last_seen: AtomicU32::new(now),
             limits,
             outbox: Mutex::new(Outbox::default()),
@@ -188,6 +192,11 @@ impl Client {
     /// Channels the client is subscribed to.
     pub fn channels(&self) -> Vec<Arc<str>> {
         self.outbox.lock().channels.clone()
+    }
+
+    /// True when subscribed to `channel`.
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        self.outbox.lock().channels.iter().any(|c| &**c == channel)
     }
 
     /// Records a subscription; false when already subscribed.

@@ -14,7 +14,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{Broker, BrokerError, History, Member, Position, Ready, Since, SubscribeError};
+use crate::namespace::Namespaces;
 use crate::ws::close::CloseReason;
 use crate::ws::frame;
 pub use client::{Client, ClientId, Mode, Pushed, QueueLimits};
@@ -84,9 +85,9 @@ impl Registry {
     }
 
     /// Registers a new client.
-    pub fn register(&self, mode: Mode, remote: SocketAddr) -> Arc<Client> {
+    pub fn register(&self, mode: Mode, remote: SocketAddr, user: Option<Arc<str>>) -> Arc<Client> {
         let id = ClientId(self.next_id.fetch_add(1, Relaxed));
-        let client = Arc::new(Client::new(id, mode, remote, self.limits, self.now()));
+        let client = Arc::new(Client::new(id, mode, remote, user, self.limits, self.now()));
         self.clients.shard(id.0).lock().insert(id, client.clone());
         self.stats.connection_opened(mode);
         client
@@ -189,7 +190,7 @@ impl Registry {
         if &*msg.channel == ALL {
             for shard in self.clients.shards() {
                 for client in shard.lock().values() {
-                    self.push(client, msg);
+                    self.push_message(client, msg);
                 }
             }
             return;
@@ -197,17 +198,53 @@ impl Registry {
         let shard = self.channels.shard(fnv(&msg.channel)).lock();
         if let Some(subs) = shard.get(&msg.channel) {
             for client in subs {
-                self.push(client, msg);
+                self.push_message(client, msg);
             }
         }
     }
 
-    fn push(&self, client: &Client, msg: &Message) {
+    /// Queues a message for one client in its wire format.
+    pub fn push_message(&self, client: &Client, msg: &Message) {
         let frame = match client.mode {
             Mode::Raw => msg.raw_frame(),
             Mode::Json => msg.json_frame(),
         };
         self.push_frame(client, frame.clone());
+    }
+
+    /// Tells a channel's JSON subscribers that `member` joined or left.
+    pub fn deliver_presence(&self, channel: &str, member: &Member, joined: bool) {
+        let mut event = serde_json::json!({
+            "channel": channel,
+            "event": if joined { "join" } else { "leave" },
+            "client": member.client.to_string(),
+        });
+        if let Some(user) = &member.user {
+            event["user"] = serde_json::Value::from(&**user);
+        }
+        let frame = frame::encode(frame::OP_TEXT, event.to_string().as_bytes());
+        let shard = self.channels.shard(fnv(channel)).lock();
+        for client in shard.get(channel).into_iter().flatten() {
+            if client.mode == Mode::Json && client.id != member.client {
+                self.push_frame(client, frame.clone());
+            }
+        }
+    }
+
+    /// This node's members of a channel (its subscribers).
+    pub fn members(&self, channel: &str) -> Vec<Member> {
+        let shard = self.channels.shard(fnv(channel)).lock();
+        let mut members: Vec<Member> = shard
+            .get(channel)
+            .into_iter()
+            .flatten()
+            .map(|c| Member {
+                client: c.id,
+                user: c.user.clone(),
+            })
+            .collect();
+        members.sort_by_key(|m| m.client);
+        members
     }
 
     /// Queues a frame for one client, counting the outcome.
@@ -263,12 +300,89 @@ impl Registry {
 pub struct Hub {
     registry: Arc<Registry>,
     broker: Arc<dyn Broker>,
+    namespaces: Arc<Namespaces>,
 }
 
 impl Hub {
     /// A hub over a registry and the broker that delivers into it.
-    pub fn new(registry: Arc<Registry>, broker: Arc<dyn Broker>) -> Self {
-        Hub { registry, broker }
+    pub fn new(
+        registry: Arc<Registry>,
+        broker: Arc<dyn Broker>,
+        namespaces: Arc<Namespaces>,
+    ) -> Self {
+        Hub {
+            registry,
+            broker,
+            namespaces,
+        }
+    }
+
+    /// Channel settings.
+    pub fn namespaces(&self) -> &Namespaces {
+        &self.namespaces
+    }
+
+    /// Subscribes a client (recovering from `since`); `ready` runs when the subscription
+    /// takes effect, before any message for it is queued. Presence channels announce the join.
+    pub async fn subscribe(
+        &self,
+        client: &Arc<Client>,
+        channel: &str,
+        since: Option<Since>,
+        ready: Ready<'_>,
+    ) -> Result<Position, SubscribeError> {
+        let position = self.broker.subscribe(client, channel, since, ready).await?;
+        if self.namespaces.of(channel).presence {
+            self.announce(channel, client, true).await;
+        }
+        Ok(position)
+    }
+
+    /// Unsubscribes a client; false when it was not subscribed.
+    pub async fn unsubscribe(&self, client: &Arc<Client>, channel: &str) -> bool {
+        if !self.registry.unsubscribe(client, channel) {
+            return false;
+        }
+        if self.namespaces.of(channel).presence {
+            self.announce(channel, client, false).await;
+        }
+        true
+    }
+
+    /// Removes a client that went away, announcing its leaves.
+    pub async fn disconnect(&self, client: &Arc<Client>) {
+        let channels = client.channels();
+        self.registry.unregister(client);
+        for channel in channels {
+            if self.namespaces.of(&channel).presence {
+                self.announce(&channel, client, false).await;
+            }
+        }
+    }
+
+    async fn announce(&self, channel: &str, client: &Client, joined: bool) {
+        let member = Member {
+            client: client.id,
+            user: client.user.clone(),
+        };
+        if let Err(e) = self.broker.presence_event(channel, member, joined).await {
+            tracing::warn!(%channel, client = %client.id, error = %e, "presence event lost");
+        }
+    }
+
+    /// Stored messages of a channel.
+    pub async fn history(
+        &self,
+        channel: &str,
+        since: Option<Since>,
+        limit: usize,
+    ) -> Result<History, SubscribeError> {
+        self.broker.history(channel, since, limit).await
+    }
+
+    /// Who is in a presence channel.
+    pub async fn presence(&self, channel: &str) -> Result<Vec<Member>, BrokerError> {
+        self.broker.presence(channel).await
     }
 
     /// The local registry.

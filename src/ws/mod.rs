@@ -2,6 +2,7 @@
 //! then a `Session` per connection on the bare TCP stream.
 
 pub mod close;
+mod commands;
 pub mod frame;
 mod session;
 
@@ -17,6 +18,7 @@ use tokio::net::TcpStream;
 
 use crate::http::{ApiError, AppState};
 use crate::hub::Mode;
+pub use commands::{members_json, messages_json};
 pub use session::Session;
 
 /// The JSON-mode subprotocol.
@@ -117,10 +119,17 @@ pub async fn upgrade(
         .remove::<OnUpgrade>()
         .ok_or(ApiError::UpgradeRequired)?;
 
-    let registry = app.hub.registry();
-    let client = registry.register(mode, peer);
+    let client = app.hub.registry().register(mode, peer, None);
     for channel in channels {
-        registry.subscribe(&client, channel);
+        // A fresh client cannot already be subscribed, and no `since` means no history check.
+        if let Err(e) = app
+            .hub
+            .subscribe(&client, channel, None, Box::new(|_| {}))
+            .await
+        {
+            app.hub.disconnect(&client).await;
+            return Err(ApiError::Unavailable(e.to_string()));
+        }
     }
     let id = client.id;
     let tracker = app.shutdown.tracker.clone();
@@ -143,7 +152,7 @@ pub async fn upgrade(
                     .tracker
                     .spawn(Session::new(stream, client, app.clone(), permit).run(leftover));
             }
-            None => app.hub.registry().unregister(&client),
+            None => app.hub.disconnect(&client).await,
         }
     });
 

@@ -14,9 +14,12 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::close::CloseReason;
+use super::commands;
 use super::frame::{self, Decoder, Incoming};
 use crate::http::AppState;
-use crate::hub::{Client, Kind, Payload};
+use crate::hub::{Client, Kind, Mode, Payload};
+use crate::protocol::json;
+use serde_json::Value;
 
 /// Bytes read from a socket per `read` call; the buffer is per thread, not per connection.
 const READ_BUF: usize = 64 * 1024;
@@ -47,6 +50,7 @@ pub struct Session {
     app: AppState,
     decoder: Decoder,
     pending: VecDeque<Bytes>,
+    protocol_errors: u32,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -65,6 +69,7 @@ impl Session {
             app,
             decoder,
             pending: VecDeque::new(),
+            protocol_errors: 0,
             _permit: permit,
         }
     }
@@ -74,7 +79,7 @@ impl Session {
         let end = self.serve(leftover).await;
         tracing::debug!(client = %self.client.id, ?end, "session ends");
         self.finish(end).await;
-        self.app.hub.registry().unregister(&self.client);
+        self.app.hub.disconnect(&self.client).await;
     }
 
     async fn serve(&mut self, leftover: Bytes) -> End {
@@ -183,6 +188,12 @@ impl Session {
                 Incoming::Pong => continue,
                 Incoming::Close(code) => return Some(End::ClientClosed(code)),
             };
+            if self.client.mode == Mode::Json {
+                if let Some(end) = self.command(payload).await {
+                    return Some(end);
+                }
+                continue;
+            }
             let upstream = &self.app.upstream;
             if upstream.echoes() {
                 self.app
@@ -196,6 +207,38 @@ impl Session {
             }
             if let Some(reply) = upstream.handle(self.client.id, &payload).await {
                 self.pending.push_back(reply.raw_frame());
+            }
+        }
+        None
+    }
+
+    /// Runs one JSON-mode command; too many malformed ones close the connection (1008).
+    async fn command(&mut self, payload: Payload) -> Option<End> {
+        let result = if payload.kind == Kind::Binary {
+            Err((
+                Value::Null,
+                json::Error::new("bad_request", "binary frames are not wspush.v1 commands"),
+            ))
+        } else {
+            match json::parse(&payload.data) {
+                Ok(cmd) => {
+                    let id = cmd.id.clone();
+                    commands::execute(&self.app, &self.client, cmd)
+                        .await
+                        .map_err(|e| (id, e))
+                }
+                Err(rejected) => Err(*rejected),
+            }
+        };
+        let (id, err) = result.err()?;
+        self.app
+            .hub
+            .registry()
+            .push_frame(&self.client, json::error(&id, &err));
+        if err.is_protocol_error() {
+            self.protocol_errors += 1;
+            if self.protocol_errors > self.app.config.max_protocol_errors {
+                return Some(End::Close(CloseReason::Policy));
             }
         }
         None
@@ -279,6 +322,9 @@ impl Session {
                 if reason == CloseReason::SlowConsumer {
                     // The client is not reading: what is queued is given up, not waited for.
                     self.pending.clear();
+                } else {
+                    // Flush what was queued before the close (e.g. the error replies).
+                    self.client.drain(&mut self.pending);
                 }
                 let code = reason.code().expect("only Abort has no code");
                 self.pending.push_back(frame::close(code, reason.text()));

@@ -234,3 +234,68 @@ impl Binary {
         .await
     }
 }
+
+/// A JSON-mode (`wspush.v1`) client: commands with ids, pushes buffered in order.
+pub struct JsonClient {
+    pub ws: Ws,
+    pub id: String,
+    next_id: u64,
+    pushes: std::collections::VecDeque<serde_json::Value>,
+}
+
+impl JsonClient {
+    pub async fn connect(url: &str) -> Self {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let (ws, id) = connect(&format!("{url}{sep}protocol=json")).await;
+        JsonClient {
+            ws,
+            id,
+            next_id: 1,
+            pushes: Default::default(),
+        }
+    }
+
+    async fn frame(&mut self) -> serde_json::Value {
+        let text = next_text(&mut self.ws).await;
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("server sent non-JSON {text:?}: {e}"))
+    }
+
+    /// Sends a raw text frame.
+    pub async fn send_raw(&mut self, text: &str) {
+        send_text(&mut self.ws, text).await;
+    }
+
+    /// Sends `{"id":N, ...cmd}` and returns the reply with that id; pushes that arrive
+    /// meanwhile are kept for `push()`.
+    pub async fn cmd(&mut self, mut cmd: serde_json::Value) -> serde_json::Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        cmd["id"] = id.into();
+        self.send_raw(&cmd.to_string()).await;
+        self.reply(serde_json::json!(id)).await
+    }
+
+    /// The next reply whose id is `id`.
+    pub async fn reply(&mut self, id: serde_json::Value) -> serde_json::Value {
+        loop {
+            let v = self.frame().await;
+            if v.get("id") == Some(&id) {
+                return v;
+            }
+            assert!(v.get("id").is_none(), "reply to another command: {v}");
+            self.pushes.push_back(v);
+        }
+    }
+
+    /// The next push (a message or a presence event).
+    pub async fn push(&mut self) -> serde_json::Value {
+        match self.pushes.pop_front() {
+            Some(v) => v,
+            None => {
+                let v = self.frame().await;
+                assert!(v.get("id").is_none(), "expected a push, got reply {v}");
+                v
+            }
+        }
+    }
+}

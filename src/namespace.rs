@@ -1,0 +1,166 @@
+//! Channel namespaces: what a channel keeps (history, presence) and allows (anonymous
+//! access), chosen by the longest matching prefix.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// What clients without a token may do on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Nothing.
+    None,
+    /// Subscribe only.
+    Subscribe,
+    /// Subscribe and publish.
+    Publish,
+}
+
+/// Settings of the channels whose names start with `prefix`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Namespace {
+    /// Channel-name prefix (`""` matches every channel).
+    pub prefix: String,
+    /// Messages kept per channel (0 = no history).
+    #[serde(default)]
+    pub history_size: usize,
+    /// How long messages are kept (`"5m"`, `"30s"`, `"1h"`; absent = no age limit).
+    #[serde(
+        default,
+        with = "duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub history_ttl: Option<Duration>,
+    /// Join/leave events and presence queries.
+    #[serde(default)]
+    pub presence: bool,
+    /// What anonymous clients may do.
+    #[serde(default = "default_access")]
+    pub anonymous: Access,
+}
+
+fn default_access() -> Access {
+    Access::Publish
+}
+
+impl Namespace {
+    /// The settings of channels no namespace matches: no history, no presence, anonymous
+    /// clients may publish.
+    pub fn fallback() -> Self {
+        Namespace {
+            prefix: String::new(),
+            history_size: 0,
+            history_ttl: None,
+            presence: false,
+            anonymous: default_access(),
+        }
+    }
+
+    /// True when the channel keeps messages.
+    pub fn keeps_history(&self) -> bool {
+        self.history_size > 0
+    }
+}
+
+/// The namespace table, longest prefix first.
+#[derive(Debug, Clone)]
+pub struct Namespaces {
+    sorted: Vec<Namespace>,
+    fallback: Namespace,
+}
+
+impl Namespaces {
+    /// A table from configured namespaces.
+    pub fn new(mut list: Vec<Namespace>) -> Self {
+        list.sort_by_key(|n| std::cmp::Reverse(n.prefix.len()));
+        Namespaces {
+            sorted: list,
+            fallback: Namespace::fallback(),
+        }
+    }
+
+    /// The namespace of `channel`: the longest matching prefix.
+    pub fn of(&self, channel: &str) -> &Namespace {
+        self.sorted
+            .iter()
+            .find(|n| channel.starts_with(&n.prefix))
+            .unwrap_or(&self.fallback)
+    }
+}
+
+/// Parses `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (e.g. \"30s\", \"5m\")"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("bad duration unit in {s:?} (ms, s, m, h, d)")),
+    };
+    Ok(Duration::from_millis(n.saturating_mul(ms)))
+}
+
+mod duration_opt {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&format!("{}ms", d.as_millis())),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_prefix_wins() {
+        let ns = Namespaces::new(vec![
+            Namespace {
+                prefix: "".into(),
+                history_size: 1,
+                ..Namespace::fallback()
+            },
+            Namespace {
+                prefix: "chat:".into(),
+                history_size: 100,
+                ..Namespace::fallback()
+            },
+            Namespace {
+                prefix: "chat:vip:".into(),
+                history_size: 5,
+                ..Namespace::fallback()
+            },
+        ]);
+        assert_eq!(ns.of("chat:vip:1").history_size, 5);
+        assert_eq!(ns.of("chat:x").history_size, 100);
+        assert_eq!(ns.of("news").history_size, 1);
+        assert_eq!(Namespaces::new(vec![]).of("x"), &Namespace::fallback());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! Wire protocols spoken on WebSocket connections besides raw bytes.
+
+pub mod json;

@@ -1,0 +1,168 @@
+//! Executing `wspush.v1` commands for a JSON-mode client. Replies go through the
+//! client's outbox, so they are ordered with the messages pushed to it.
+
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+
+use crate::broker::{Position, SubscribeError};
+use crate::http::AppState;
+use crate::hub::{Client, Payload};
+use crate::namespace::Access;
+use crate::protocol::json::{self, Command, Error, Op};
+
+fn fields(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn position_fields(p: &Position) -> Map<String, Value> {
+    fields(json!({ "offset": p.offset, "epoch": &*p.epoch }))
+}
+
+/// Checks what the client may do on `channel`.
+fn allowed(app: &AppState, client: &Client, channel: &str, need: Access) -> Result<(), Error> {
+    let ns = app.hub.namespaces().of(channel);
+    if client.user.is_none() && ns.anonymous < need {
+        let what = if need == Access::Publish {
+            "publish to"
+        } else {
+            "subscribe to"
+        };
+        return Err(Error::new(
+            "forbidden",
+            format!("anonymous clients may not {what} {channel:?}"),
+        ));
+    }
+    Ok(())
+}
+
+fn subscribe_error(e: SubscribeError) -> Error {
+    match e {
+        SubscribeError::HistoryGone {
+            oldest,
+            ref position,
+        } => {
+            let mut err = Error::new("history_gone", e.to_string());
+            err.extra.push(("oldest", oldest.into()));
+            err.extra.push(("offset", position.offset.into()));
+            err.extra.push(("epoch", (*position.epoch).into()));
+            err
+        }
+        SubscribeError::AlreadySubscribed => {
+            Error::new("already_subscribed", "already subscribed to this channel")
+        }
+        SubscribeError::Broker(e) => Error::new("broker_unavailable", e.to_string()),
+    }
+}
+
+/// Runs one command; the success reply is queued here, an error is returned for the
+/// caller to report.
+pub(super) async fn execute(
+    app: &AppState,
+    client: &Arc<Client>,
+    cmd: Command,
+) -> Result<(), Error> {
+    let registry = app.hub.registry();
+    let reply = |fields: Map<String, Value>| {
+        registry.push_frame(client, json::ok(&cmd.id, fields));
+    };
+    match cmd.op {
+        Op::Ping => reply(Map::new()),
+        Op::Subscribe {
+            ref channel,
+            ref since,
+        } => {
+            allowed(app, client, channel, Access::Subscribe)?;
+            let id = cmd.id.clone();
+            let ready = Box::new(move |p: &Position| {
+                registry.push_frame(client, json::ok(&id, position_fields(p)));
+            });
+            app.hub
+                .subscribe(client, channel, since.clone(), ready)
+                .await
+                .map_err(subscribe_error)?;
+        }
+        Op::Unsubscribe { ref channel } => {
+            if !app.hub.unsubscribe(client, channel).await {
+                return Err(Error::new(
+                    "not_subscribed",
+                    format!("not subscribed to {channel:?}"),
+                ));
+            }
+            reply(Map::new());
+        }
+        Op::Publish {
+            ref channel,
+            ref data,
+        } => {
+            allowed(app, client, channel, Access::Publish)?;
+            let payload = Payload::from_json(data);
+            if payload.data.len() > app.config.max_publish_size {
+                return Err(Error::new(
+                    "too_large",
+                    format!(
+                        "data is {} bytes; the limit is {}",
+                        payload.data.len(),
+                        app.config.max_publish_size
+                    ),
+                ));
+            }
+            let offset = app
+                .hub
+                .publish(channel, payload)
+                .await
+                .map_err(|e| Error::new("broker_unavailable", e.to_string()))?;
+            reply(fields(json!({ "offset": offset })));
+        }
+        Op::Presence { ref channel } => {
+            allowed(app, client, channel, Access::Subscribe)?;
+            if !app.hub.namespaces().of(channel).presence {
+                return Err(Error::new(
+                    "not_available",
+                    format!("presence is not enabled for {channel:?}"),
+                ));
+            }
+            let members = app
+                .hub
+                .presence(channel)
+                .await
+                .map_err(|e| Error::new("broker_unavailable", e.to_string()))?;
+            reply(fields(json!({ "clients": members_json(&members) })));
+        }
+        Op::History {
+            ref channel,
+            ref since,
+            limit,
+        } => {
+            allowed(app, client, channel, Access::Subscribe)?;
+            let page = app
+                .hub
+                .history(channel, since.clone(), limit)
+                .await
+                .map_err(subscribe_error)?;
+            let mut f = fields(json!({ "messages": messages_json(&page.messages) }));
+            f.extend(position_fields(&page.position));
+            reply(f);
+        }
+    }
+    Ok(())
+}
+
+/// Presence members as JSON.
+pub fn members_json(members: &[crate::broker::Member]) -> Value {
+    members
+        .iter()
+        .map(|m| json!({ "client": m.client.to_string(), "user": m.user.as_deref() }))
+        .collect()
+}
+
+/// Stored messages as JSON.
+pub fn messages_json(messages: &[Arc<crate::hub::Message>]) -> Value {
+    messages
+        .iter()
+        .map(|m| json!({ "offset": m.offset, "data": m.payload.to_json() }))
+        .collect()
+}
