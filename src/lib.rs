@@ -8,22 +8,28 @@
 //!   every publish goes through the broker. Knows no sockets and no JSON.
 //! - [`broker`]: the `Broker` trait (offsets, cross-node delivery) and `Memory`.
 //! - [`ws`]: the WebSocket front: upgrade, per-connection `Session`, frame codec, close codes.
+//! - [`protocol`]: the `wspush.v1` JSON commands and replies (parsing and encoding).
 //! - [`http`]: the HTTP surface (`router`), the `/api` handlers and `ApiError`.
 //! - [`upstream`]: what happens to messages clients send (echo, publish, webhook).
 //! - [`console`]: the operator console on stdin/stdout.
-//! - [`config`]: `serve` options and their validation.
+//! - [`config`]: `serve` options (flags, env, TOML file) and their validation.
+//! - [`namespace`]: per-prefix channel settings (history, presence, anonymous access).
 //! - [`shutdown`]: signals and the task tracker.
 //! - [`client`], [`publish`]: the `wspush client` and `wspush publish` commands.
+//! - [`bench`]: the `wspush bench` load generator (idle, fanout, echo); its own lean client.
 //!
 //! Fronts call the hub; the hub calls the broker; the broker delivers into the hub's
 //! registry. Nothing below `http`/`ws` knows about wire formats beyond pre-encoded frames.
 
+pub mod bench;
 pub mod broker;
 pub mod client;
 pub mod config;
 pub mod console;
 pub mod http;
 pub mod hub;
+pub mod namespace;
+pub mod protocol;
 pub mod publish;
 pub mod server;
 pub mod shutdown;

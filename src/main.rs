@@ -1,9 +1,9 @@
 //! The `wspush` binary: parses the command line, sets up logging, dispatches
-//! `serve | client | publish`, and turns errors into exit codes (64: bad configuration).
+//! `serve | client | publish | bench`, and turns errors into exit codes (64: bad configuration).
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use wspush::config::Config;
 use wspush::server::{self, ConsoleMode};
 
@@ -39,10 +39,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The load generator: idle, fanout and echo scenarios (see BENCHMARKS.md).
+    Bench(wspush::bench::Args),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -58,7 +61,13 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Serve(config) => serve(*config).await,
+            Command::Serve(config) => {
+                let sub = matches.subcommand_matches("serve").expect("serve matched");
+                match config.resolve(sub) {
+                    Ok(config) => serve(config).await,
+                    Err(e) => Err(Failure::Config(e.into())),
+                }
+            }
             Command::Client { url } => wspush::client::run(&url).await.map_err(Failure::Run),
             Command::Publish {
                 channel,
@@ -69,6 +78,7 @@ fn main() -> ExitCode {
             } => wspush::publish::run(&server, api_key.as_deref(), &channel, &data, json)
                 .await
                 .map_err(Failure::Run),
+            Command::Bench(args) => wspush::bench::run(args).await.map_err(Failure::Run),
         }
     });
     // The console thread may be blocked on stdin: do not wait for it.
@@ -93,6 +103,10 @@ enum Failure {
 
 async fn serve(config: Config) -> Result<(), Failure> {
     config.validate().map_err(|e| Failure::Config(e.into()))?;
+    if config.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| Failure::Run(anyhow::anyhow!("cannot listen on {}: {e}", config.listen)))?;

@@ -66,8 +66,9 @@ pub struct Target {
     /// 127.0.0.(1 + i % K) before connecting) when ephemeral ports run short.
     #[arg(long, default_value_t = 1)]
     pub source_ips: u8,
-    /// Handshakes in flight at once while connecting.
-    #[arg(long, default_value_t = 256)]
+    /// Handshakes in flight at once while connecting (keep it below the server's listen
+    /// backlog, or SYNs are dropped and retried after a second).
+    #[arg(long, default_value_t = 100)]
     pub connect_concurrency: usize,
     /// Longest time for opening all connections, in seconds.
     #[arg(long, default_value_t = 120.0)]
@@ -222,7 +223,10 @@ mod tests {
         r.row("n", 3);
         let text = r.render();
         let line = text.lines().last().unwrap();
-        assert!(line.starts_with(r#"{"scenario":"fanout","label":"x""#), "{line}");
+        assert!(
+            line.starts_with(r#"{"scenario":"fanout","label":"x""#),
+            "{line}"
+        );
         let v: Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["n"], 3);
     }

@@ -1,0 +1,479 @@
+//! A small WebSocket client for the generator: TCP connect (from a chosen source
+//! address), the HTTP upgrade, then server frames parsed straight out of one shared
+//! read buffer (many frames per read, frames split across reads). Pings are answered.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::pin;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::ws::frame;
+
+/// Bytes read per `try_read`; one buffer per thread, not per connection.
+const READ_BUF: usize = 128 * 1024;
+/// Largest server message accepted.
+const MAX_MESSAGE: u64 = 64 << 20;
+
+thread_local! {
+    static READ: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUF]);
+}
+
+/// A parsed `scheme://host:port/path?query` URL.
+#[derive(Debug, Clone)]
+pub struct Url {
+    /// The resolved address.
+    pub addr: SocketAddr,
+    /// `host:port` as written (the Host header).
+    pub host: String,
+    /// Path and query.
+    pub path: String,
+}
+
+impl Url {
+    /// Parses and resolves `url`, which must use `scheme` (`ws` or `http`).
+    pub async fn parse(url: &str, scheme: &str) -> anyhow::Result<Url> {
+        let rest = url
+            .strip_prefix(scheme)
+            .and_then(|r| r.strip_prefix("://"))
+            .with_context(|| format!("{url}: expected a {scheme}:// URL"))?;
+        let (host, path) = match rest.find(['/', '?']) {
+            Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
+            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+            None => (rest, "/".to_string()),
+        };
+        if host.is_empty() {
+            bail!("{url}: no host");
+        }
+        let with_port = if host
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            host.to_string()
+        } else {
+            format!("{host}:80")
+        };
+        let addr = tokio::net::lookup_host(&with_port)
+            .await
+            .with_context(|| format!("cannot resolve {host}"))?
+            .find(SocketAddr::is_ipv4)
+            .with_context(|| format!("{host}: no IPv4 address"))?;
+        Ok(Url {
+            addr,
+            host: host.to_string(),
+            path,
+        })
+    }
+}
+
+/// The source address of connection `i` when spreading over `k` loopback addresses.
+pub fn source(i: usize, k: u8) -> Option<Ipv4Addr> {
+    (k > 1).then(|| Ipv4Addr::new(127, 0, 0, 1 + (i % k as usize) as u8))
+}
+
+/// Opens a TCP connection, from `source` when given.
+pub async fn tcp(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip.into(), 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// One event parsed from the server.
+enum Event<'a> {
+    Message(&'a [u8]),
+    Ping(&'a [u8]),
+    Close,
+}
+
+/// Incremental parser of server frames. Holds no bytes between complete frames.
+#[derive(Debug, Default)]
+pub struct Reader {
+    partial: Vec<u8>,
+    fragments: Option<Vec<u8>>,
+}
+
+impl Reader {
+    /// Parses `input`, calling `on` for every complete event.
+    fn feed(&mut self, input: &[u8], on: &mut impl FnMut(Event<'_>)) -> io::Result<()> {
+        if self.partial.is_empty() {
+            let used = parse(input, &mut self.fragments, on)?;
+            self.partial.extend_from_slice(&input[used..]);
+        } else {
+            let mut buf = std::mem::take(&mut self.partial);
+            buf.extend_from_slice(input);
+            let used = parse(&buf, &mut self.fragments, on)?;
+            buf.drain(..used);
+            if !buf.is_empty() || buf.capacity() <= 4096 {
+                self.partial = buf;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn protocol(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// Parses every complete frame at the start of `buf`; the bytes consumed.
+fn parse(
+    buf: &[u8],
+    fragments: &mut Option<Vec<u8>>,
+    on: &mut impl FnMut(Event<'_>),
+) -> io::Result<usize> {
+    let mut pos = 0;
+    loop {
+        let rest = &buf[pos..];
+        if rest.len() < 2 {
+            return Ok(pos);
+        }
+        let (b0, b1) = (rest[0], rest[1]);
+        if b1 & 0x80 != 0 {
+            return Err(protocol("the server sent a masked frame"));
+        }
+        let (len, header) = match b1 & 0x7f {
+            126 if rest.len() < 4 => return Ok(pos),
+            126 => (u16::from_be_bytes([rest[2], rest[3]]) as u64, 4),
+            127 if rest.len() < 10 => return Ok(pos),
+            127 => (
+                u64::from_be_bytes(rest[2..10].try_into().expect("8 bytes")),
+                10,
+            ),
+            n => (n as u64, 2),
+        };
+        if len > MAX_MESSAGE {
+            return Err(protocol("server frame too large"));
+        }
+        let end = header + len as usize;
+        if rest.len() < end {
+            return Ok(pos);
+        }
+        let payload = &rest[header..end];
+        let fin = b0 & 0x80 != 0;
+        match b0 & 0x0f {
+            frame::OP_TEXT | frame::OP_BINARY if fragments.is_some() => {
+                return Err(protocol("new message inside a fragmented one"))
+            }
+            frame::OP_TEXT | frame::OP_BINARY if fin => on(Event::Message(payload)),
+            frame::OP_TEXT | frame::OP_BINARY => *fragments = Some(payload.to_vec()),
+            0 => {
+                let Some(data) = fragments.as_mut() else {
+                    return Err(protocol("continuation without a message"));
+                };
+                data.extend_from_slice(payload);
+                if fin {
+                    let data = fragments.take().expect("fragments present");
+                    on(Event::Message(&data));
+                }
+            }
+            frame::OP_PING => on(Event::Ping(payload)),
+            frame::OP_PONG => {}
+            frame::OP_CLOSE => {
+                on(Event::Close);
+                return Ok(buf.len());
+            }
+            _ => return Err(protocol("reserved opcode")),
+        }
+        pos += end;
+    }
+}
+
+/// An open WebSocket client connection.
+#[derive(Debug)]
+pub struct Conn {
+    stream: TcpStream,
+    reader: Reader,
+    /// Frames that came with the handshake response, fed on the first `recv`.
+    leftover: Vec<u8>,
+    replies: Vec<u8>,
+    closed: bool,
+}
+
+impl Conn {
+    /// Connects and performs the opening handshake.
+    pub async fn open(url: &Url, source: Option<Ipv4Addr>) -> io::Result<Conn> {
+        let mut stream = tcp(url.addr, source).await?;
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            url.path, url.host
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = Vec::with_capacity(512);
+        let end = loop {
+            if head.len() > 16 * 1024 {
+                return Err(protocol("handshake response too long"));
+            }
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed during the handshake",
+                ));
+            }
+            head.extend_from_slice(&chunk[..n]);
+            if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let status = head.split(|&b| b == b'\r').next().unwrap_or_default();
+        if !status.starts_with(b"HTTP/1.1 101") {
+            return Err(protocol(&format!(
+                "handshake refused: {}",
+                String::from_utf8_lossy(status)
+            )));
+        }
+        Ok(Conn {
+            stream,
+            reader: Reader::default(),
+            leftover: head[end..].to_vec(),
+            replies: Vec::new(),
+            closed: false,
+        })
+    }
+
+    /// Waits for input and calls `on_message(data, now_ns)` for every complete message
+    /// it holds (`now_ns`: the wall clock after the read). `Ok(false)` once the
+    /// connection has ended (EOF or a close frame).
+    pub async fn recv(&mut self, on_message: &mut impl FnMut(&[u8], u64)) -> io::Result<bool> {
+        if self.closed {
+            return Ok(false);
+        }
+        if !self.leftover.is_empty() {
+            let leftover = std::mem::take(&mut self.leftover);
+            self.feed(&leftover, on_message)?;
+            return Ok(!self.closed);
+        }
+        loop {
+            self.stream.readable().await?;
+            let Conn {
+                stream,
+                reader,
+                replies,
+                closed,
+                ..
+            } = self;
+            let read = READ.with(|buf| -> io::Result<Option<bool>> {
+                let mut buf = buf.borrow_mut();
+                let mut progressed = false;
+                // A few reads per wake-up while the socket keeps filling the buffer.
+                for _ in 0..4 {
+                    match stream.try_read(&mut buf) {
+                        Ok(0) => {
+                            *closed = true;
+                            return Ok(Some(false));
+                        }
+                        Ok(n) => {
+                            progressed = true;
+                            let now = super::sys::wall_ns();
+                            reader.feed(&buf[..n], &mut |event| {
+                                handle(event, now, replies, closed, on_message)
+                            })?;
+                            if *closed {
+                                return Ok(Some(false));
+                            }
+                            if n < buf.len() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(progressed.then_some(true))
+            })?;
+            if !self.replies.is_empty() {
+                let replies = std::mem::take(&mut self.replies);
+                self.stream.write_all(&replies).await?;
+            }
+            if let Some(open) = read {
+                return Ok(open);
+            }
+        }
+    }
+
+    fn feed(&mut self, input: &[u8], on_message: &mut impl FnMut(&[u8], u64)) -> io::Result<()> {
+        let now = super::sys::wall_ns();
+        let Conn {
+            reader,
+            replies,
+            closed,
+            ..
+        } = self;
+        reader.feed(input, &mut |event| {
+            handle(event, now, replies, closed, on_message)
+        })
+    }
+
+    /// Sends a masked text frame.
+    pub async fn send_text(&mut self, payload: &[u8], mask: [u8; 4]) -> io::Result<()> {
+        let bytes = frame::encode_masked(frame::OP_TEXT, payload, mask);
+        self.stream.write_all(&bytes).await
+    }
+}
+
+fn handle(
+    event: Event<'_>,
+    now: u64,
+    replies: &mut Vec<u8>,
+    closed: &mut bool,
+    on_message: &mut impl FnMut(&[u8], u64),
+) {
+    match event {
+        Event::Message(data) => on_message(data, now),
+        Event::Ping(data) => {
+            replies.extend_from_slice(&frame::encode_masked(frame::OP_PONG, data, [7, 7, 7, 7]))
+        }
+        Event::Close => *closed = true,
+    }
+}
+
+/// The outcome of opening many connections.
+#[derive(Debug)]
+pub struct Opened {
+    /// The open connections.
+    pub conns: Vec<Conn>,
+    /// How many failed (or were still pending at the deadline).
+    pub failed: usize,
+    /// The first failure, for the report.
+    pub first_error: Option<String>,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Opens `n` connections with at most `concurrency` handshakes in flight, for at most
+/// `timeout`; the i-th from `source(i, source_ips)`.
+pub async fn open_many(
+    url: &Url,
+    n: usize,
+    source_ips: u8,
+    concurrency: usize,
+    timeout: Duration,
+) -> Opened {
+    let start = tokio::time::Instant::now();
+    let deadline = start + timeout;
+    let mut conns = Vec::with_capacity(n);
+    let mut failed = 0;
+    let mut first_error = None;
+    let mut pending = pin!(futures_util::stream::iter(0..n)
+        .map(|i| Conn::open(url, source(i, source_ips)))
+        .buffer_unordered(concurrency.max(1)));
+    loop {
+        match tokio::time::timeout_at(deadline, pending.next()).await {
+            Ok(Some(Ok(conn))) => conns.push(conn),
+            Ok(Some(Err(e))) => {
+                failed += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+            Ok(None) => break,
+            Err(_) => {
+                failed = n - conns.len();
+                first_error.get_or_insert_with(|| "connect timeout".to_string());
+                break;
+            }
+        }
+    }
+    Opened {
+        conns,
+        failed,
+        first_error,
+        elapsed: start.elapsed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(bytes: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+        let mut reader = Reader::default();
+        let mut got = Vec::new();
+        for piece in bytes.chunks(chunk) {
+            reader
+                .feed(piece, &mut |e| {
+                    if let Event::Message(d) = e {
+                        got.push(d.to_vec())
+                    }
+                })
+                .unwrap();
+        }
+        assert!(reader.partial.is_empty());
+        got
+    }
+
+    #[test]
+    fn parses_many_frames_split_anywhere() {
+        let small = vec![b'a'; 100];
+        let mid = vec![b'b'; 300];
+        let big = vec![b'c'; 70_000];
+        let mut stream = Vec::new();
+        for p in [&small, &mid, &big, &small] {
+            stream.extend_from_slice(&frame::encode(frame::OP_TEXT, p));
+        }
+        for chunk in [1, 2, 3, 7, 128, 1000, stream.len()] {
+            assert_eq!(
+                frames(&stream, chunk),
+                vec![small.clone(), mid.clone(), big.clone(), small.clone()]
+            );
+        }
+    }
+
+    #[test]
+    fn assembles_fragments_and_reports_ping_and_close() {
+        let mut first = frame::encode(frame::OP_TEXT, b"hel").to_vec();
+        first[0] &= 0x7f;
+        let mut stream = first;
+        stream.extend_from_slice(&frame::encode(frame::OP_PING, b"p"));
+        stream.extend_from_slice(&frame::encode(0, b"lo"));
+        stream.extend_from_slice(&frame::close(1001, "bye"));
+        let mut events = Vec::new();
+        Reader::default()
+            .feed(&stream, &mut |e| {
+                events.push(match e {
+                    Event::Message(d) => format!("msg {}", String::from_utf8_lossy(d)),
+                    Event::Ping(d) => format!("ping {}", String::from_utf8_lossy(d)),
+                    Event::Close => "close".into(),
+                })
+            })
+            .unwrap();
+        assert_eq!(events, ["ping p", "msg hello", "close"]);
+    }
+
+    #[test]
+    fn rejects_masked_server_frames() {
+        let masked = frame::encode_masked(frame::OP_TEXT, b"x", [1, 2, 3, 4]);
+        assert!(Reader::default().feed(&masked, &mut |_| {}).is_err());
+    }
+
+    #[tokio::test]
+    async fn parses_urls() {
+        let u = Url::parse("ws://127.0.0.1:9001/ws?channels=a", "ws")
+            .await
+            .unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.path.as_str()),
+            ("127.0.0.1:9001", "/ws?channels=a")
+        );
+        assert_eq!(u.addr.port(), 9001);
+        let u = Url::parse("http://127.0.0.1:9?x", "http").await.unwrap();
+        assert_eq!(u.path, "/?x");
+        assert!(Url::parse("wss://x/", "ws").await.is_err());
+    }
+
+    #[test]
+    fn sources_spread_over_loopback() {
+        assert_eq!(source(5, 1), None);
+        assert_eq!(source(0, 4), Some(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(source(6, 4), Some(Ipv4Addr::new(127, 0, 0, 3)));
+    }
+}
