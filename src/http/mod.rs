@@ -22,6 +22,13 @@ use crate::upstream::Upstream;
 pub use error::{ApiError, Json};
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
+/// The browser library as a classic script (defines `globalThis.wspush`).
+const WSPUSH_JS: &str = include_str!("../../assets/wspush.js");
+/// The same library as an ES module.
+const WSPUSH_MJS: &str = concat!(
+    include_str!("../../assets/wspush.js"),
+    "\nexport const connect = globalThis.wspush.connect;\nexport default globalThis.wspush;\n"
+);
 
 /// Everything a request handler or session may need; cheap to clone.
 #[derive(Clone)]
@@ -56,6 +63,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
+        .route("/wspush.js", get(|| async { javascript(WSPUSH_JS) }))
+        .route("/wspush.mjs", get(|| async { javascript(WSPUSH_MJS) }))
         .route("/ws", get(crate::ws::upgrade))
         .nest("/api", api)
         .fallback(|| async { ApiError::NotFound("not found".into()) })
@@ -69,6 +78,16 @@ async fn index() -> impl IntoResponse {
             HeaderValue::from_static("text/html; charset=utf-8"),
         )],
         INDEX_HTML,
+    )
+}
+
+fn javascript(body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
     )
 }
 

@@ -1,0 +1,1 @@
+"use strict"; // replaced by the browser library
