@@ -104,6 +104,30 @@ pub struct Config {
     /// JSON-mode protocol errors tolerated per connection before it is closed (1008).
     #[arg(long, env = "WSPUSH_MAX_PROTOCOL_ERRORS", default_value_t = 10)]
     pub max_protocol_errors: u32,
+    /// HS256 shared secret for client tokens (JWT).
+    #[arg(long, env = "WSPUSH_JWT_SECRET")]
+    pub jwt_secret: Option<String>,
+    /// PEM public key file for RS256/ES256 client tokens.
+    #[arg(long, env = "WSPUSH_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Algorithm of `jwt_public_key`: RS256 or ES256.
+    #[arg(long, env = "WSPUSH_JWT_ALGORITHM", default_value = "RS256")]
+    pub jwt_algorithm: String,
+    /// Origins allowed to open WebSockets from browsers (comma-separated, e.g.
+    /// `https://app.example.com`; `*` = any). Empty: same origin as the Host header only.
+    /// Requests without an Origin header (non-browser clients) are always allowed.
+    #[arg(long, env = "WSPUSH_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Most WebSocket connections from one IP address (0 = no limit; behind a proxy every
+    /// client has the proxy's address).
+    #[arg(long, env = "WSPUSH_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+    /// Publishes per second one JSON-mode client may make (token bucket refill rate).
+    #[arg(long, env = "WSPUSH_PUBLISH_RATE", default_value_t = 50.0)]
+    pub publish_rate: f64,
+    /// Burst size of the per-client publish rate limit.
+    #[arg(long, env = "WSPUSH_PUBLISH_BURST", default_value_t = 100)]
+    pub publish_burst: u32,
     /// Per-namespace channel settings (config file only: `[[namespaces]]`).
     #[arg(skip)]
     #[serde(default)]
@@ -155,8 +179,10 @@ impl Config {
     /// The effective configuration as TOML (secrets redacted).
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
-        if shown.api_key.is_some() {
-            shown.api_key = Some("<redacted>".into());
+        for secret in [&mut shown.api_key, &mut shown.jwt_secret] {
+            if secret.is_some() {
+                *secret = Some("<redacted>".into());
+            }
         }
         toml::to_string(&shown).expect("config serializes")
     }
@@ -199,6 +225,10 @@ impl Config {
                 return bad("namespaces.history_ttl", "must be longer than 0");
             }
         }
+        if self.publish_rate.is_nan() || self.publish_rate <= 0.0 || self.publish_burst == 0 {
+            return bad("publish_rate/publish_burst", "must be greater than 0");
+        }
+        crate::auth::Verifier::from_config(self)?;
         if matches!(&self.api_key, Some(k) if k.is_empty()) {
             return bad("api-key", "must not be empty");
         }

@@ -12,7 +12,10 @@
 //! - [`http`]: the HTTP surface (`router`), the `/api` handlers and `ApiError`.
 //! - [`upstream`]: what happens to messages clients send (echo, publish, webhook).
 //! - [`console`]: the operator console on stdin/stdout.
+//! - [`auth`]: JWT verification into grants (user id, expiry, channel patterns).
 //! - [`config`]: `serve` options (flags, env, TOML file) and their validation.
+//! - [`limits`]: connection permits (total and per IP).
+//! - [`metrics`]: `/metrics` exposition from the hub's atomic counters.
 //! - [`namespace`]: per-prefix channel settings (history, presence, anonymous access).
 //! - [`shutdown`]: signals and the task tracker.
 //! - [`client`], [`publish`]: the `wspush client` and `wspush publish` commands.
@@ -21,6 +24,7 @@
 //! Fronts call the hub; the hub calls the broker; the broker delivers into the hub's
 //! registry. Nothing below `http`/`ws` knows about wire formats beyond pre-encoded frames.
 
+pub mod auth;
 pub mod bench;
 pub mod broker;
 pub mod client;
@@ -28,6 +32,8 @@ pub mod config;
 pub mod console;
 pub mod http;
 pub mod hub;
+pub mod limits;
+pub mod metrics;
 pub mod namespace;
 pub mod protocol;
 pub mod publish;

@@ -10,14 +10,15 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use crate::auth::Verifier;
 use crate::broker::Memory;
 use crate::config::Config;
 use crate::console::{self, Console};
 use crate::http::{self, AppState};
 use crate::hub::{Hub, QueueLimits, Registry};
+use crate::limits::Limits;
 use crate::namespace::Namespaces;
 use crate::shutdown::Shutdown;
 use crate::upstream::Upstream;
@@ -66,7 +67,13 @@ pub async fn run(
         upstream: Arc::new(Upstream::new(config.upstream.clone(), hub.clone(), console)),
         config: config.clone(),
         shutdown: stop.clone(),
-        connections: Arc::new(Semaphore::new(config.max_connections)),
+        limits: Arc::new(Limits::new(
+            config.max_connections,
+            config.max_connections_per_ip,
+        )),
+        verifier: Verifier::from_config(&config)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
+            .map(Arc::new),
     };
     let router = http::router(state);
 
@@ -74,11 +81,11 @@ pub async fn run(
         let registry = registry.clone();
         let (interval, timeout) = (config.ping_interval, config.ping_timeout);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(interval.into()));
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
+            for n in 0u64.. {
                 tick.tick().await;
-                registry.sweep(interval, timeout);
+                registry.sweep(interval, timeout, n % u64::from(interval) == 0);
             }
         })
     };

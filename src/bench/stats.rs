@@ -165,7 +165,9 @@ fn digits(s: &[u8]) -> Option<u64> {
         b.is_ascii_digit().then(|| acc * 10 + (b - b'0') as u64)
     })?;
     for chunk in s[head..].chunks_exact(8) {
-        acc = acc.wrapping_mul(100_000_000).wrapping_add(eight_digits(chunk)?);
+        acc = acc
+            .wrapping_mul(100_000_000)
+            .wrapping_add(eight_digits(chunk)?);
     }
     Some(acc)
 }
@@ -245,7 +247,14 @@ mod tests {
 
     #[test]
     fn digit_parsing() {
-        for n in [0u64, 7, 12_345_678, 99_999_999, 1_234_567_890, 1_700_000_000_123_456_789] {
+        for n in [
+            0u64,
+            7,
+            12_345_678,
+            99_999_999,
+            1_234_567_890,
+            1_700_000_000_123_456_789,
+        ] {
             let mut buf = vec![0u8; 19];
             put_digits(&mut buf, n);
             assert_eq!(digits(&buf), Some(n));

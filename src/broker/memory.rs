@@ -219,6 +219,16 @@ impl Broker for Memory {
             .send_local(client, &payload))))
     }
 
+    fn send_user<'a>(
+        &'a self,
+        user: &'a str,
+        payload: Payload,
+    ) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        Box::pin(future::ready(Ok(self
+            .registry
+            .send_user_local(user, &payload))))
+    }
+
     fn presence_event<'a>(
         &'a self,
         channel: &'a str,

@@ -112,6 +112,13 @@ pub trait Broker: Send + Sync + 'static {
     fn send(&self, client: ClientId, payload: Payload)
         -> BoxFuture<'_, Result<usize, BrokerError>>;
 
+    /// Sends to every connection of a user wherever they are; how many it reached.
+    fn send_user<'a>(
+        &'a self,
+        user: &'a str,
+        payload: Payload,
+    ) -> BoxFuture<'a, Result<usize, BrokerError>>;
+
     /// Announces that `member` joined (`true`) or left a presence channel.
     fn presence_event<'a>(
         &'a self,

@@ -107,10 +107,10 @@ pub async fn send(State(app): State<AppState>, Json(req): Json<Send>) -> Answer 
                 n => Ok(axum::Json(json!({ "delivered": n }))),
             }
         }
-        (None, Some(_)) => Err(ApiError::BadRequest(
-            "sending to a user needs authentication, which this server does not have configured"
-                .into(),
-        )),
+        (None, Some(user)) => {
+            let n = app.hub.send_user(&user, payload).await?;
+            Ok(axum::Json(json!({ "delivered": n })))
+        }
         _ => Err(ApiError::BadRequest(
             "give exactly one of `client` or `user`".into(),
         )),

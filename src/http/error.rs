@@ -22,6 +22,15 @@ pub enum ApiError {
     /// 403: no API key configured and the caller is not on loopback.
     #[error("the API answers only loopback clients unless an API key is configured")]
     Forbidden,
+    /// 401: a client token was refused.
+    #[error("{0}")]
+    InvalidToken(String),
+    /// 403: a WebSocket handshake that is not allowed (origin, channel permissions).
+    #[error("{0}")]
+    Denied(String),
+    /// 429: too many connections from this address.
+    #[error("too many connections from this address")]
+    TooManyFromIp,
     /// 404: no such thing.
     #[error("{0}")]
     NotFound(String),
@@ -56,6 +65,9 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Denied(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::TooManyFromIp => (StatusCode::TOO_MANY_REQUESTS, "too_many_connections"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::HistoryGone { .. } => (StatusCode::GONE, "history_gone"),

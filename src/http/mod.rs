@@ -13,10 +13,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
-use tokio::sync::Semaphore;
 
+use crate::auth::Verifier;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::limits::Limits;
 use crate::shutdown::Shutdown;
 use crate::upstream::Upstream;
 pub use error::{ApiError, Json};
@@ -41,8 +42,10 @@ pub struct AppState {
     pub upstream: Arc<Upstream>,
     /// Tasks to wait for at shutdown.
     pub shutdown: Shutdown,
-    /// Permits for WebSocket connections (max connections).
-    pub connections: Arc<Semaphore>,
+    /// Connection limits (total and per IP).
+    pub limits: Arc<Limits>,
+    /// Token verifier, when tokens are configured.
+    pub verifier: Option<Arc<Verifier>>,
 }
 
 /// The whole HTTP surface.
@@ -63,6 +66,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
+        .route(
+            "/metrics",
+            get(metrics).route_layer(middleware::from_fn_with_state(state.clone(), authorize)),
+        )
         .route("/wspush.js", get(|| async { javascript(WSPUSH_JS) }))
         .route("/wspush.mjs", get(|| async { javascript(WSPUSH_MJS) }))
         .route("/ws", get(crate::ws::upgrade))
@@ -84,10 +91,23 @@ async fn index() -> impl IntoResponse {
 fn javascript(body: &'static str) -> impl IntoResponse {
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
         body,
+    )
+}
+
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        app.hub.metrics().render(),
     )
 }
 

@@ -3,13 +3,14 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::auth::Grant;
 use crate::ws::close::CloseReason;
 
 /// A client id, shown as `c-N`.
@@ -77,6 +78,7 @@ struct Outbox {
     bytes: u32,
     close: Option<CloseReason>,
     channels: Vec<Arc<str>>,
+    grant: Option<Arc<Grant>>,
 }
 
 /// A connected client. Shared (`Arc`) between the hub's indexes and its session task.
@@ -88,10 +90,10 @@ pub struct Client {
     pub mode: Mode,
     /// The peer address.
     pub remote: SocketAddr,
-    /// The authenticated user id, if any.
-    pub user: Option<Arc<str>>,
     /// Seconds since the hub started when the client last sent anything.
     last_seen: AtomicU32,
+    /// When the client's token expires (Unix seconds; 0 = no token).
+    expires: AtomicU64,
     limits: QueueLimits,
     outbox: Mutex<Outbox>,
     wake: Notify,
@@ -103,7 +105,6 @@ impl Client {
         id: ClientId,
         mode: Mode,
         remote: SocketAddr,
-        user: Option<Arc<str>>,
         limits: QueueLimits,
         now: u32,
     ) -> Self {
@@ -111,7 +112,7 @@ impl Client {
             id,
             mode,
             remote,
-            user,
+            expires: AtomicU64::new(0),
             last_seen: AtomicU32::new(now),
             limits,
             outbox: Mutex::new(Outbox::default()),
@@ -192,6 +193,27 @@ impl Client {
     /// Channels the client is subscribed to.
     pub fn channels(&self) -> Vec<Arc<str>> {
         self.outbox.lock().channels.clone()
+    }
+
+    /// The authenticated user, if any.
+    pub fn user(&self) -> Option<Arc<str>> {
+        self.outbox.lock().grant.as_ref().map(|g| g.user.clone())
+    }
+
+    /// What the client's token grants, if it has one.
+    pub fn grant(&self) -> Option<Arc<Grant>> {
+        self.outbox.lock().grant.clone()
+    }
+
+    /// Sets (or refreshes) the client's token grant.
+    pub(crate) fn set_grant(&self, grant: Arc<Grant>) {
+        self.expires.store(grant.exp, Ordering::Relaxed);
+        self.outbox.lock().grant = Some(grant);
+    }
+
+    /// When the token expires (Unix seconds), 0 without a token.
+    pub fn expires(&self) -> u64 {
+        self.expires.load(Ordering::Relaxed)
     }
 
     /// True when subscribed to `channel`.

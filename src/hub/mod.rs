@@ -14,7 +14,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use crate::auth::Grant;
 use crate::broker::{Broker, BrokerError, History, Member, Position, Ready, Since, SubscribeError};
+use crate::metrics::Metrics;
 use crate::namespace::Namespaces;
 use crate::ws::close::CloseReason;
 use crate::ws::frame;
@@ -57,6 +59,7 @@ type Subscribers = Vec<Arc<Client>>;
 pub struct Registry {
     clients: Sharded<ClientId, Arc<Client>>,
     channels: Sharded<Arc<str>, Subscribers>,
+    users: Sharded<Arc<str>, Vec<Arc<Client>>>,
     next_id: AtomicU64,
     started: Instant,
     limits: QueueLimits,
@@ -71,6 +74,7 @@ impl Registry {
         Registry {
             clients: Sharded::new(),
             channels: Sharded::new(),
+            users: Sharded::new(),
             next_id: AtomicU64::new(1),
             started: Instant::now(),
             limits,
@@ -85,16 +89,55 @@ impl Registry {
     }
 
     /// Registers a new client.
-    pub fn register(&self, mode: Mode, remote: SocketAddr, user: Option<Arc<str>>) -> Arc<Client> {
+    pub fn register(
+        &self,
+        mode: Mode,
+        remote: SocketAddr,
+        grant: Option<Arc<Grant>>,
+    ) -> Arc<Client> {
         let id = ClientId(self.next_id.fetch_add(1, Relaxed));
-        let client = Arc::new(Client::new(id, mode, remote, user, self.limits, self.now()));
+        let client = Arc::new(Client::new(id, mode, remote, self.limits, self.now()));
+        if let Some(grant) = grant {
+            self.authenticate(&client, grant);
+        }
         self.clients.shard(id.0).lock().insert(id, client.clone());
         self.stats.connection_opened(mode);
         client
     }
 
+    /// Gives a client a (new) grant, indexing it under its user id.
+    pub fn authenticate(&self, client: &Arc<Client>, grant: Arc<Grant>) {
+        let user = grant.user.clone();
+        let previous = client.user();
+        client.set_grant(grant);
+        if previous.as_deref() != Some(&*user) {
+            if let Some(previous) = previous {
+                self.unbind_user(&previous, client.id);
+            }
+            self.users
+                .shard(fnv(&user))
+                .lock()
+                .entry(user)
+                .or_default()
+                .push(client.clone());
+        }
+    }
+
+    fn unbind_user(&self, user: &str, id: ClientId) {
+        let mut shard = self.users.shard(fnv(user)).lock();
+        if let Some(list) = shard.get_mut(user) {
+            list.retain(|c| c.id != id);
+            if list.is_empty() {
+                shard.remove(user);
+            }
+        }
+    }
+
     /// Removes a client and all its subscriptions.
     pub fn unregister(&self, client: &Client) {
+        if let Some(user) = client.user() {
+            self.unbind_user(&user, client.id);
+        }
         for channel in client.take_channels() {
             self.remove_subscriber(&channel, client.id);
         }
@@ -175,6 +218,11 @@ impl Registry {
         all
     }
 
+    /// Number of channels with local subscribers.
+    pub fn channel_count(&self) -> usize {
+        self.channels.shards().map(|s| s.lock().len()).sum()
+    }
+
     /// Number of local subscribers of a channel.
     pub fn subscriber_count(&self, channel: &str) -> usize {
         self.channels
@@ -240,7 +288,7 @@ impl Registry {
             .flatten()
             .map(|c| Member {
                 client: c.id,
-                user: c.user.clone(),
+                user: c.user(),
             })
             .collect();
         members.sort_by_key(|m| m.client);
@@ -272,6 +320,28 @@ impl Registry {
         usize::from(self.push_frame(&client, frame) == Pushed::Queued)
     }
 
+    /// Sends a payload to every local connection of a user; how many it reached.
+    pub fn send_user_local(&self, user: &str, payload: &Payload) -> usize {
+        let clients: Vec<Arc<Client>> = self
+            .users
+            .shard(fnv(user))
+            .lock()
+            .get(user)
+            .cloned()
+            .unwrap_or_default();
+        let mut reached = 0;
+        for client in clients {
+            let frame = match client.mode {
+                Mode::Raw => payload.raw_frame(),
+                Mode::Json => Message::new(Arc::from(format!("@{user}")), 0, payload.clone())
+                    .json_frame()
+                    .clone(),
+            };
+            reached += usize::from(self.push_frame(&client, frame) == Pushed::Queued);
+        }
+        reached
+    }
+
     /// Asks every client to close with `reason`.
     pub fn close_all(&self, reason: CloseReason) {
         for client in self.clients() {
@@ -281,15 +351,29 @@ impl Registry {
 
     /// Pings clients idle for `interval` seconds and aborts those silent for
     /// `interval + timeout` (they did not answer the previous ping).
-    pub fn sweep(&self, interval: u32, timeout: u32) {
+    ///
+    /// Also closes clients whose token expired (`4001`). Called about once a second;
+    /// pings go out only on calls where `ping` is true.
+    pub fn sweep(&self, interval: u32, timeout: u32, ping: bool) {
         let now = self.now();
-        for client in self.clients() {
-            let idle = now.saturating_sub(client.last_seen());
-            if idle >= interval + timeout {
-                self.stats.ping_timeouts.fetch_add(1, Relaxed);
-                client.close(CloseReason::Abort);
-            } else if idle >= interval {
-                client.push(self.ping.clone());
+        let unix = crate::auth::unix_now();
+        for shard in self.clients.shards() {
+            for client in shard.lock().values() {
+                let expires = client.expires();
+                if expires != 0 && expires <= unix {
+                    client.close(CloseReason::TokenExpired);
+                    continue;
+                }
+                if !ping {
+                    continue;
+                }
+                let idle = now.saturating_sub(client.last_seen());
+                if idle >= interval + timeout {
+                    self.stats.ping_timeouts.fetch_add(1, Relaxed);
+                    client.close(CloseReason::Abort);
+                } else if idle >= interval {
+                    client.push(self.ping.clone());
+                }
             }
         }
     }
@@ -301,6 +385,7 @@ pub struct Hub {
     registry: Arc<Registry>,
     broker: Arc<dyn Broker>,
     namespaces: Arc<Namespaces>,
+    metrics: Arc<Metrics>,
 }
 
 impl Hub {
@@ -311,6 +396,7 @@ impl Hub {
         namespaces: Arc<Namespaces>,
     ) -> Self {
         Hub {
+            metrics: Arc::new(Metrics::new(registry.clone())),
             registry,
             broker,
             namespaces,
@@ -363,7 +449,7 @@ impl Hub {
     async fn announce(&self, channel: &str, client: &Client, joined: bool) {
         let member = Member {
             client: client.id,
-            user: client.user.clone(),
+            user: client.user(),
         };
         if let Err(e) = self.broker.presence_event(channel, member, joined).await {
             tracing::warn!(%channel, client = %client.id, error = %e, "presence event lost");
@@ -393,7 +479,20 @@ impl Hub {
     /// Publishes to a channel (`*` = every client) through the broker; the offset.
     pub async fn publish(&self, channel: &str, payload: Payload) -> Result<u64, BrokerError> {
         self.registry.stats.published.fetch_add(1, Relaxed);
-        self.broker.publish(channel, payload).await
+        let start = Instant::now();
+        let offset = self.broker.publish(channel, payload).await?;
+        self.metrics.observe_publish(start.elapsed());
+        Ok(offset)
+    }
+
+    /// The metrics of this server.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Sends to every connection of a user; how many it reached.
+    pub async fn send_user(&self, user: &str, payload: Payload) -> Result<usize, BrokerError> {
+        self.broker.send_user(user, payload).await
     }
 
     /// Sends to one client wherever it is connected; how many clients it reached.

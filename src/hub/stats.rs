@@ -29,6 +29,12 @@ pub struct Stats {
     pub upstream_messages: AtomicU64,
     /// Upstream handler failures (webhook errors, publish errors).
     pub upstream_failures: AtomicU64,
+    /// Tokens rejected (bad signature, expired, malformed, wrong algorithm).
+    pub auth_failures: AtomicU64,
+    /// Publishes refused by the per-client rate limit.
+    pub rate_limited: AtomicU64,
+    /// Handshakes refused by the origin check or connection limits.
+    pub rejected_connections: AtomicU64,
     /// Bytes read from WebSocket clients.
     pub bytes_in: AtomicU64,
     /// Bytes written to WebSocket clients.

@@ -49,6 +49,16 @@ pub enum Op {
     },
     /// `ping`.
     Ping,
+    /// `connect`: authenticate with a token (must be the first command).
+    Connect {
+        /// The JWT.
+        token: String,
+    },
+    /// `refresh`: replace the connection's token before it expires.
+    Refresh {
+        /// The new JWT (same `sub`).
+        token: String,
+    },
 }
 
 /// A parsed command with its id.
@@ -63,8 +73,9 @@ pub struct Command {
 /// An error reply: a stable machine-readable code and a human message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Error {
-    /// `bad_request`, `unknown_op`, `not_subscribed`, `already_subscribed`, `forbidden`,
-    /// `history_gone`, `too_large`, `rate_limited`, `not_available`, `broker_unavailable`.
+    /// `bad_request`, `unknown_op`, `unauthorized`, `not_subscribed`, `already_subscribed`,
+    /// `forbidden`, `history_gone`, `too_large`, `rate_limited`, `not_available`,
+    /// `broker_unavailable`.
     pub code: &'static str,
     /// For people.
     pub message: String,
@@ -85,7 +96,10 @@ impl Error {
     /// True for errors caused by a malformed command (these count towards the
     /// connection's protocol-error limit).
     pub fn is_protocol_error(&self) -> bool {
-        matches!(self.code, "bad_request" | "unknown_op" | "too_large")
+        matches!(
+            self.code,
+            "bad_request" | "unknown_op" | "too_large" | "rate_limited"
+        )
     }
 }
 
@@ -153,9 +167,19 @@ fn parse_op(obj: &mut Map<String, Value>) -> Result<Op, Error> {
             },
         },
         "ping" => Op::Ping,
+        "connect" => Op::Connect { token: token(obj)? },
+        "refresh" => Op::Refresh { token: token(obj)? },
         other => return Err(Error::new("unknown_op", format!("unknown op {other:?}"))),
     };
     Ok(op)
+}
+
+fn token(obj: &Map<String, Value>) -> Result<String, Error> {
+    match obj.get("token") {
+        Some(Value::String(t)) if !t.is_empty() => Ok(t.clone()),
+        Some(_) => Err(bad("`token` must be a non-empty string")),
+        None => Err(bad("missing `token`")),
+    }
 }
 
 fn channel(obj: &Map<String, Value>) -> Result<String, Error> {

@@ -17,6 +17,8 @@ pub enum CloseReason {
     Policy,
     /// 1008: disconnected by an operator (HTTP API `DELETE /api/clients/{id}`).
     Kicked,
+    /// 4001: the client's token expired and was not refreshed.
+    TokenExpired,
     /// 1009: a message larger than the configured maximum.
     TooBig,
     /// 1011: an internal error on our side.
@@ -40,6 +42,7 @@ impl CloseReason {
             CloseReason::TooBig => 1009,
             CloseReason::Internal => 1011,
             CloseReason::SlowConsumer => 1013,
+            CloseReason::TokenExpired => 4001,
             CloseReason::Abort => return None,
         })
     }
@@ -65,6 +68,7 @@ impl CloseReason {
             CloseReason::TooBig => "message too big",
             CloseReason::Internal => "internal error",
             CloseReason::SlowConsumer => "send queue overflow: client too slow",
+            CloseReason::TokenExpired => "token expired",
             CloseReason::Abort => "",
         }
     }

@@ -5,6 +5,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use crate::auth::{AuthError, Grant};
 use crate::broker::{Position, SubscribeError};
 use crate::http::AppState;
 use crate::hub::{Client, Payload};
@@ -22,10 +26,67 @@ fn position_fields(p: &Position) -> Map<String, Value> {
     fields(json!({ "offset": p.offset, "epoch": &*p.epoch }))
 }
 
-/// Checks what the client may do on `channel`.
-fn allowed(app: &AppState, client: &Client, channel: &str, need: Access) -> Result<(), Error> {
+/// Per-connection JSON-mode state.
+#[derive(Debug, Default)]
+pub(super) struct JsonState {
+    /// Commands seen so far.
+    commands: u32,
+    /// Malformed or refused commands so far.
+    pub(super) protocol_errors: u32,
+    /// The publish rate limit's token bucket, made on the first publish.
+    bucket: Option<Box<Bucket>>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl JsonState {
+    /// Takes one publish token (refilling at `rate` per second up to `burst`).
+    fn take_token(&mut self, rate: f64, burst: u32) -> bool {
+        let now = Instant::now();
+        let bucket = self.bucket.get_or_insert_with(|| {
+            Box::new(Bucket {
+                tokens: f64::from(burst),
+                at: now,
+            })
+        });
+        let refill = now.duration_since(bucket.at).as_secs_f64() * rate;
+        bucket.tokens = (bucket.tokens + refill).min(f64::from(burst));
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Verifies a token from a `connect` or `refresh` command.
+fn verify(app: &AppState, token: &str) -> Result<Arc<Grant>, Error> {
+    let verifier = app
+        .verifier
+        .as_ref()
+        .ok_or_else(|| Error::new("unauthorized", AuthError::NotConfigured.to_string()))?;
+    verifier.verify(token).map(Arc::new).map_err(|e| {
+        app.hub.registry().stats.auth_failures.fetch_add(1, Relaxed);
+        Error::new("unauthorized", e.to_string())
+    })
+}
+
+/// Checks what the client may do on `channel`: what the namespace allows anonymous
+/// clients, or what the client's token grants.
+pub(super) fn allowed(
+    app: &AppState,
+    client: &Client,
+    channel: &str,
+    need: Access,
+) -> Result<(), Error> {
     let ns = app.hub.namespaces().of(channel);
-    if client.user.is_none() && ns.anonymous < need {
+    if ns.anonymous < need && !client.grant().is_some_and(|g| g.allows(channel, need)) {
         let what = if need == Access::Publish {
             "publish to"
         } else {
@@ -63,14 +124,48 @@ fn subscribe_error(e: SubscribeError) -> Error {
 pub(super) async fn execute(
     app: &AppState,
     client: &Arc<Client>,
+    state: &mut JsonState,
     cmd: Command,
 ) -> Result<(), Error> {
+    state.commands += 1;
     let registry = app.hub.registry();
     let reply = |fields: Map<String, Value>| {
         registry.push_frame(client, json::ok(&cmd.id, fields));
     };
     match cmd.op {
         Op::Ping => reply(Map::new()),
+        Op::Connect { ref token } => {
+            if state.commands != 1 || client.grant().is_some() {
+                return Err(Error::new(
+                    "bad_request",
+                    "`connect` must be the first command of an unauthenticated connection",
+                ));
+            }
+            let grant = verify(app, token)?;
+            let user = grant.user.clone();
+            registry.authenticate(client, grant);
+            reply(fields(
+                json!({ "client": client.id.to_string(), "user": &*user }),
+            ));
+        }
+        Op::Refresh { ref token } => {
+            let Some(current) = client.grant() else {
+                return Err(Error::new(
+                    "bad_request",
+                    "`refresh` needs a connection authenticated with a token",
+                ));
+            };
+            let grant = verify(app, token)?;
+            if grant.user != current.user {
+                return Err(Error::new(
+                    "forbidden",
+                    "a refreshed token must have the same `sub`",
+                ));
+            }
+            let exp = grant.exp;
+            registry.authenticate(client, grant);
+            reply(fields(json!({ "exp": exp })));
+        }
         Op::Subscribe {
             ref channel,
             ref since,
@@ -99,6 +194,10 @@ pub(super) async fn execute(
             ref data,
         } => {
             allowed(app, client, channel, Access::Publish)?;
+            if !state.take_token(app.config.publish_rate, app.config.publish_burst) {
+                registry.stats.rate_limited.fetch_add(1, Relaxed);
+                return Err(Error::new("rate_limited", "publishing too fast; slow down"));
+            }
             let payload = Payload::from_json(data);
             if payload.data.len() > app.config.max_publish_size {
                 return Err(Error::new(

@@ -2,7 +2,7 @@
 //! then a `Session` per connection on the bare TCP stream.
 
 pub mod close;
-mod commands;
+pub(crate) mod commands;
 pub mod frame;
 mod session;
 
@@ -16,8 +16,14 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crate::auth::AuthError;
 use crate::http::{ApiError, AppState};
 use crate::hub::Mode;
+use crate::limits::Refused;
+use crate::namespace::Access;
 pub use commands::{members_json, messages_json};
 pub use session::Session;
 
@@ -31,6 +37,8 @@ pub struct WsParams {
     pub channels: Option<String>,
     /// `json` selects JSON mode.
     pub protocol: Option<String>,
+    /// A JWT authenticating the connection.
+    pub token: Option<String>,
 }
 
 /// Checks a channel name a client or API caller gave.
@@ -62,6 +70,22 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Browser handshakes must come from an allowed origin: listed ones, `*` for any, or by
+/// default the same origin as the Host header. No Origin header (non-browser) passes.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
+    if allowed.is_empty() {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+        return host.is_some() && origin_host == host;
+    }
+    allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
 }
 
 /// `GET /ws`: validates the handshake, registers the client and its channels (so it
@@ -109,17 +133,43 @@ pub async fn upgrade(
     for channel in &channels {
         valid_channel(channel).map_err(ApiError::BadRequest)?;
     }
-    let permit = app
-        .connections
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Unavailable("too many connections".into()))?;
+    let stats = &app.hub.registry().stats;
+    if !origin_allowed(headers, &app.config.allowed_origins) {
+        stats.rejected_connections.fetch_add(1, Relaxed);
+        return Err(ApiError::Denied("origin not allowed".into()));
+    }
+    let grant = match (&params.token, &app.verifier) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(ApiError::InvalidToken(AuthError::NotConfigured.to_string()))
+        }
+        (Some(token), Some(verifier)) => match verifier.verify(token) {
+            Ok(grant) => Some(Arc::new(grant)),
+            Err(e) => {
+                stats.auth_failures.fetch_add(1, Relaxed);
+                return Err(ApiError::InvalidToken(e.to_string()));
+            }
+        },
+    };
+    let permit = app.limits.admit(peer.ip()).map_err(|refused| {
+        stats.rejected_connections.fetch_add(1, Relaxed);
+        match refused {
+            Refused::Total => ApiError::Unavailable("too many connections".into()),
+            Refused::PerIp => ApiError::TooManyFromIp,
+        }
+    })?;
     let on_upgrade = req
         .extensions_mut()
         .remove::<OnUpgrade>()
         .ok_or(ApiError::UpgradeRequired)?;
 
-    let client = app.hub.registry().register(mode, peer, None);
+    let client = app.hub.registry().register(mode, peer, grant);
+    for channel in &channels {
+        if let Err(e) = commands::allowed(&app, &client, channel, Access::Subscribe) {
+            app.hub.disconnect(&client).await;
+            return Err(ApiError::Denied(e.message));
+        }
+    }
     for channel in channels {
         // A fresh client cannot already be subscribed, and no `since` means no history check.
         if let Err(e) = app

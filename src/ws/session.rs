@@ -8,13 +8,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::limits::Permit;
 use bytes::{Buf, Bytes};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::close::CloseReason;
-use super::commands;
+use super::commands::{self, JsonState};
 use super::frame::{self, Decoder, Incoming};
 use crate::http::AppState;
 use crate::hub::{Client, Kind, Mode, Payload};
@@ -50,18 +50,13 @@ pub struct Session {
     app: AppState,
     decoder: Decoder,
     pending: VecDeque<Bytes>,
-    protocol_errors: u32,
-    _permit: OwnedSemaphorePermit,
+    json: JsonState,
+    _permit: Permit,
 }
 
 impl Session {
     /// A session for an upgraded stream.
-    pub fn new(
-        stream: TcpStream,
-        client: Arc<Client>,
-        app: AppState,
-        permit: OwnedSemaphorePermit,
-    ) -> Self {
+    pub fn new(stream: TcpStream, client: Arc<Client>, app: AppState, permit: Permit) -> Self {
         let decoder = Decoder::new(app.config.max_message_size);
         Session {
             stream,
@@ -69,7 +64,7 @@ impl Session {
             app,
             decoder,
             pending: VecDeque::new(),
-            protocol_errors: 0,
+            json: JsonState::default(),
             _permit: permit,
         }
     }
@@ -223,7 +218,7 @@ impl Session {
             match json::parse(&payload.data) {
                 Ok(cmd) => {
                     let id = cmd.id.clone();
-                    commands::execute(&self.app, &self.client, cmd)
+                    commands::execute(&self.app, &self.client, &mut self.json, cmd)
                         .await
                         .map_err(|e| (id, e))
                 }
@@ -235,9 +230,12 @@ impl Session {
             .hub
             .registry()
             .push_frame(&self.client, json::error(&id, &err));
+        if err.code == "unauthorized" {
+            return Some(End::Close(CloseReason::Policy));
+        }
         if err.is_protocol_error() {
-            self.protocol_errors += 1;
-            if self.protocol_errors > self.app.config.max_protocol_errors {
+            self.json.protocol_errors += 1;
+            if self.json.protocol_errors > self.app.config.max_protocol_errors {
                 return Some(End::Close(CloseReason::Policy));
             }
         }

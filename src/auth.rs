@@ -1,0 +1,212 @@
+//! JWT authentication: verifying tokens (HS256 with a shared secret, RS256/ES256 with a
+//! PEM public key; only the configured algorithm is accepted) into a `Grant`: the user
+//! id, the expiry, and the channels the token allows to subscribe and publish.
+
+use std::sync::Arc;
+
+use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::config::{Config, ConfigError};
+use crate::namespace::Access;
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No verifier is configured, so tokens cannot be accepted.
+    #[error("this server is not configured for tokens")]
+    NotConfigured,
+    /// The token has expired.
+    #[error("token expired")]
+    Expired,
+    /// Bad signature, wrong algorithm, malformed, or missing claims.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+/// A channel pattern from a token: `news` (exact), `chat:*` (prefix) or `*` (any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern(String);
+
+impl Pattern {
+    /// True when `channel` matches.
+    pub fn matches(&self, channel: &str) -> bool {
+        match self.0.strip_suffix('*') {
+            Some(prefix) => channel.starts_with(prefix),
+            None => self.0 == channel,
+        }
+    }
+}
+
+/// What a verified token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The user id (`sub`).
+    pub user: Arc<str>,
+    /// Expiry, seconds since the Unix epoch (`exp`).
+    pub exp: u64,
+    subscribe: Vec<Pattern>,
+    publish: Vec<Pattern>,
+}
+
+impl Grant {
+    /// True when the token allows `access` on `channel` (publishing implies subscribing).
+    pub fn allows(&self, channel: &str, access: Access) -> bool {
+        let any = |list: &[Pattern]| list.iter().any(|p| p.matches(channel));
+        match access {
+            Access::None => true,
+            Access::Subscribe => any(&self.subscribe) || any(&self.publish),
+            Access::Publish => any(&self.publish),
+        }
+    }
+}
+
+/// The `channels` claim: one list for both, or separate lists.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ChannelsClaim {
+    Both(Vec<String>),
+    Split {
+        #[serde(default)]
+        subscribe: Vec<String>,
+        #[serde(default)]
+        publish: Vec<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default)]
+    channels: Option<ChannelsClaim>,
+}
+
+/// Verifies tokens with the configured key.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Verifier({:?})", self.validation.algorithms)
+    }
+}
+
+impl Verifier {
+    /// A verifier from `jwt_secret` (HS256) or `jwt_public_key` + `jwt_algorithm`
+    /// (RS256/ES256); `None` when neither is configured.
+    pub fn from_config(config: &Config) -> Result<Option<Verifier>, ConfigError> {
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid { key, reason };
+        let (key, alg) = match (&config.jwt_secret, &config.jwt_public_key) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "jwt_secret/jwt_public_key",
+                    "configure one, not both".into(),
+                ));
+            }
+            (Some(secret), None) => {
+                if secret.len() < 16 {
+                    return Err(invalid("jwt_secret", "must be at least 16 bytes".into()));
+                }
+                (
+                    DecodingKey::from_secret(secret.as_bytes()),
+                    Algorithm::HS256,
+                )
+            }
+            (None, Some(path)) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    invalid(
+                        "jwt_public_key",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let alg = match config.jwt_algorithm.as_str() {
+                    "RS256" => Algorithm::RS256,
+                    "ES256" => Algorithm::ES256,
+                    other => {
+                        return Err(invalid(
+                            "jwt_algorithm",
+                            format!("{other:?} is not RS256 or ES256"),
+                        ))
+                    }
+                };
+                let key = match alg {
+                    Algorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
+                    _ => DecodingKey::from_ec_pem(&pem),
+                }
+                .map_err(|e| {
+                    invalid(
+                        "jwt_public_key",
+                        format!("not a {alg:?} public key in PEM: {e}"),
+                    )
+                })?;
+                (key, alg)
+            }
+        };
+        let mut validation = Validation::new(alg);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Ok(Some(Verifier { key, validation }))
+    }
+
+    /// Verifies a token (signature, algorithm, `exp`) into a grant.
+    pub fn verify(&self, token: &str) -> Result<Grant, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let data =
+            decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e.to_string()),
+            })?;
+        let claims = data.claims;
+        if claims.sub.is_empty() {
+            return Err(AuthError::Invalid("empty sub".into()));
+        }
+        let patterns = |v: Vec<String>| v.into_iter().map(Pattern).collect::<Vec<_>>();
+        let (subscribe, publish) = match claims.channels {
+            None => (Vec::new(), Vec::new()),
+            Some(ChannelsClaim::Both(all)) => (patterns(all.clone()), patterns(all)),
+            Some(ChannelsClaim::Split { subscribe, publish }) => {
+                (patterns(subscribe), patterns(publish))
+            }
+        };
+        Ok(Grant {
+            user: Arc::from(claims.sub),
+            exp: claims.exp,
+            subscribe,
+            publish,
+        })
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(Pattern("chat:*".into()).matches("chat:1"));
+        assert!(!Pattern("chat:*".into()).matches("chatter"));
+        assert!(Pattern("news".into()).matches("news"));
+        assert!(!Pattern("news".into()).matches("news2"));
+        assert!(Pattern("*".into()).matches("anything"));
+        let g = Grant {
+            user: "u".into(),
+            exp: 0,
+            subscribe: vec![Pattern("news".into())],
+            publish: vec![Pattern("chat:*".into())],
+        };
+        assert!(g.allows("news", Access::Subscribe));
+        assert!(!g.allows("news", Access::Publish));
+        assert!(g.allows("chat:a", Access::Subscribe));
+        assert!(g.allows("chat:a", Access::Publish));
+        assert!(!g.allows("other", Access::Subscribe));
+    }
+}

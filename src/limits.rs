@@ -1,0 +1,105 @@
+//! Connection limits: a permit per WebSocket connection (total and per IP), released
+//! when the session ends.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Open connections per address.
+type ByIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The server holds `max_connections` already.
+    Total,
+    /// This IP holds `max_connections_per_ip` already.
+    PerIp,
+}
+
+/// Counts connections in total and per IP.
+#[derive(Debug)]
+pub struct Limits {
+    total: Arc<Semaphore>,
+    per_ip: usize,
+    by_ip: ByIp,
+}
+
+/// Held by a session; gives its slots back on drop.
+#[derive(Debug)]
+pub struct Permit {
+    _total: OwnedSemaphorePermit,
+    ip: Option<(IpAddr, ByIp)>,
+}
+
+impl Limits {
+    /// At most `total` connections, and `per_ip` from one address (0 = unlimited).
+    pub fn new(total: usize, per_ip: usize) -> Self {
+        Limits {
+            total: Arc::new(Semaphore::new(total)),
+            per_ip,
+            by_ip: Arc::default(),
+        }
+    }
+
+    /// Takes a slot for a connection from `ip`.
+    pub fn admit(&self, ip: IpAddr) -> Result<Permit, Refused> {
+        let total = self
+            .total
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refused::Total)?;
+        if self.per_ip == 0 {
+            return Ok(Permit {
+                _total: total,
+                ip: None,
+            });
+        }
+        let mut by_ip = self.by_ip.lock();
+        let n = by_ip.entry(ip).or_insert(0);
+        if *n >= self.per_ip {
+            return Err(Refused::PerIp);
+        }
+        *n += 1;
+        Ok(Permit {
+            _total: total,
+            ip: Some((ip, self.by_ip.clone())),
+        })
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some((ip, by_ip)) = &self.ip {
+            let mut by_ip = by_ip.lock();
+            if let Some(n) = by_ip.get_mut(ip) {
+                *n -= 1;
+                if *n == 0 {
+                    by_ip.remove(ip);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_and_total_slots_come_back_on_drop() {
+        let limits = Limits::new(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let p1 = limits.admit(a).unwrap();
+        let _p2 = limits.admit(a).unwrap();
+        assert_eq!(limits.admit(a).unwrap_err(), Refused::PerIp);
+        let _p3 = limits.admit(b).unwrap();
+        assert_eq!(limits.admit(b).unwrap_err(), Refused::Total);
+        drop(p1);
+        assert!(limits.admit(a).is_ok());
+    }
+}

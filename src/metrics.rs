@@ -1,0 +1,189 @@
+//! `GET /metrics`: Prometheus/OpenMetrics text from the hub's atomic counters (read at
+//! scrape time, so the hot path pays only relaxed atomic adds) and a publish-latency
+//! histogram.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry as Prometheus;
+
+use crate::hub::Registry;
+
+/// The metrics registry of one server.
+pub struct Metrics {
+    prometheus: Prometheus,
+    latency: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// Metrics over `hub`'s counters.
+    pub fn new(hub: Arc<Registry>) -> Self {
+        let mut prometheus = Prometheus::with_prefix("wspush");
+        // 10 µs .. ~5 s
+        let latency = Histogram::new(exponential_buckets(0.000_01, 2.5, 15));
+        prometheus.register(
+            "publish_latency_seconds",
+            "Time from a publish call until the message is queued for every local subscriber",
+            latency.clone(),
+        );
+        prometheus.register_collector(Box::new(Counters(hub)));
+        Metrics {
+            prometheus,
+            latency,
+        }
+    }
+
+    /// Records one publish's latency.
+    pub fn observe_publish(&self, took: Duration) {
+        self.latency.observe(took.as_secs_f64());
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.prometheus)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Reads the hub's atomics at scrape time.
+struct Counters(Arc<Registry>);
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Counters")
+    }
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let g = ConstGauge::new(v as i64);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for Counters {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.0.stats;
+        let e = &mut enc;
+        gauge(
+            e,
+            "connections_raw",
+            "Raw-mode WebSocket connections open now",
+            s.connections_raw.load(Relaxed),
+        )?;
+        gauge(
+            e,
+            "connections_json",
+            "JSON-mode WebSocket connections open now",
+            s.connections_json.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "connections",
+            "WebSocket connections accepted",
+            s.connections_total.load(Relaxed),
+        )?;
+        gauge(
+            e,
+            "subscriptions",
+            "Channel subscriptions held now",
+            s.subscriptions.load(Relaxed),
+        )?;
+        gauge(
+            e,
+            "channels",
+            "Channels with local subscribers",
+            self.0.channel_count() as u64,
+        )?;
+        counter(
+            e,
+            "messages_published",
+            "Messages published",
+            s.published.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "messages_delivered",
+            "Frames queued to clients",
+            s.delivered.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "messages_dropped_closing",
+            "Frames not queued because their client was closing",
+            s.dropped_closing.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "disconnected_slow",
+            "Clients disconnected because their send queue overflowed",
+            s.slow_disconnects.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "ping_timeouts",
+            "Clients dropped for not answering pings",
+            s.ping_timeouts.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "bytes_in",
+            "Bytes read from WebSocket clients",
+            s.bytes_in.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "bytes_out",
+            "Bytes written to WebSocket clients",
+            s.bytes_out.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "upstream_messages",
+            "Messages received from clients",
+            s.upstream_messages.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "upstream_failures",
+            "Upstream handler failures (webhook errors, failed republishes)",
+            s.upstream_failures.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "auth_failures",
+            "Rejected tokens",
+            s.auth_failures.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "rate_limited",
+            "Publishes refused by the per-client rate limit",
+            s.rate_limited.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "rejected_connections",
+            "Handshakes refused (origin, connection limits)",
+            s.rejected_connections.load(Relaxed),
+        )?;
+        Ok(())
+    }
+}
