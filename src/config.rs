@@ -128,6 +128,12 @@ pub struct Config {
     /// Burst size of the per-client publish rate limit.
     #[arg(long, env = "WSPUSH_PUBLISH_BURST", default_value_t = 100)]
     pub publish_burst: u32,
+    /// PEM certificate chain: serve https:// and wss:// (needs `tls_key`).
+    #[arg(long, env = "WSPUSH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[arg(long, env = "WSPUSH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Per-namespace channel settings (config file only: `[[namespaces]]`).
     #[arg(skip)]
     #[serde(default)]
@@ -229,6 +235,13 @@ impl Config {
             return bad("publish_rate/publish_burst", "must be greater than 0");
         }
         crate::auth::Verifier::from_config(self)?;
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                crate::tls::acceptor(cert, key)?;
+            }
+            (None, None) => {}
+            _ => return bad("tls_cert/tls_key", "set both or neither"),
+        }
         if matches!(&self.api_key, Some(k) if k.is_empty()) {
             return bad("api-key", "must not be empty");
         }

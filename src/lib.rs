@@ -18,6 +18,7 @@
 //! - [`metrics`]: `/metrics` exposition from the hub's atomic counters.
 //! - [`namespace`]: per-prefix channel settings (history, presence, anonymous access).
 //! - [`shutdown`]: signals and the task tracker.
+//! - [`tls`]: the rustls acceptor for https:// and wss://.
 //! - [`client`], [`publish`]: the `wspush client` and `wspush publish` commands.
 //! - [`bench`]: the `wspush bench` load generator (idle, fanout, echo); its own lean client.
 //!
@@ -39,5 +40,6 @@ pub mod protocol;
 pub mod publish;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 pub mod upstream;
 pub mod ws;

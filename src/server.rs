@@ -90,7 +90,14 @@ pub async fn run(
         })
     };
 
-    tracing::info!(addr = %listener.local_addr()?, "serving");
+    let tls =
+        match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+            })?),
+            _ => None,
+        };
+    tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "serving");
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -115,22 +122,17 @@ pub async fn run(
         );
         let token = stop.token.clone();
         let handshake = config.handshake_timeout();
+        let tls = tls.clone();
         stop.tracker.spawn(async move {
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(handshake)
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        tracing::debug!(%peer, error = %e, "http connection ended");
+            let service = TowerToHyperService::new(service);
+            match tls {
+                None => serve_http(stream, service, handshake, token, peer).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_http(stream, service, handshake, token, peer).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                }
-                _ = token.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
                 }
             }
         });
@@ -148,4 +150,39 @@ pub async fn run(
         tracing::warn!(?grace, "grace period over; dropping remaining connections");
     }
     Ok(())
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one connection until it ends or shutdown starts.
+async fn serve_http<I, S>(
+    io: I,
+    service: S,
+    handshake: Duration,
+    token: tokio_util::sync::CancellationToken,
+    peer: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+        > + Send,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(%peer, error = %e, "http connection ended");
+            }
+        }
+        _ = token.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+        }
+    }
 }

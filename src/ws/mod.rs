@@ -5,6 +5,7 @@ pub mod close;
 pub(crate) mod commands;
 pub mod frame;
 mod session;
+mod transport;
 
 use std::net::SocketAddr;
 
@@ -14,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::server::TlsStream;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -184,25 +186,46 @@ pub async fn upgrade(
     let id = client.id;
     let tracker = app.shutdown.tracker.clone();
     tracker.spawn(async move {
-        let stream = match on_upgrade.await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
-            Ok(Ok(parts)) => Some((parts.io.into_inner(), parts.read_buf)),
-            Ok(Err(_)) => {
-                tracing::error!(client = %client.id, "upgraded connection is not a TCP stream");
-                None
-            }
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
             Err(e) => {
                 tracing::debug!(client = %client.id, error = %e, "upgrade failed");
-                None
+                app.hub.disconnect(&client).await;
+                return;
             }
         };
-        match stream {
-            // A fresh task per session keeps the upgrade's state out of its memory.
-            Some((stream, leftover)) => {
-                app.shutdown
-                    .tracker
-                    .spawn(Session::new(stream, client, app.clone(), permit).run(leftover));
+        // A fresh task per session keeps the upgrade's state out of its memory.
+        let tracker = &app.shutdown.tracker;
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let session = Session::new(parts.io.into_inner(), client, app.clone(), permit);
+                tracker.spawn(session.run(parts.read_buf));
+                return;
             }
-            None => app.hub.disconnect(&client).await,
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+            Ok(parts) => match UnixStream::pair() {
+                // TLS: the session speaks to one end of a socket pair, a pump task
+                // moves bytes between the other end and the TLS stream.
+                Ok((near, far)) => {
+                    let mut tls = parts.io.into_inner();
+                    tracker.spawn(async move {
+                        let mut far = far;
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut far).await;
+                    });
+                    let session = Session::new(near, client, app.clone(), permit);
+                    tracker.spawn(session.run(parts.read_buf));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot make a socket pair for a TLS session");
+                    app.hub.disconnect(&client).await;
+                }
+            },
+            Err(_) => {
+                tracing::error!(client = %client.id, "upgraded connection of an unknown type");
+                app.hub.disconnect(&client).await;
+            }
         }
     });
 

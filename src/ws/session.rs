@@ -11,11 +11,11 @@ use std::time::Duration;
 use crate::limits::Permit;
 use bytes::{Buf, Bytes};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::close::CloseReason;
 use super::commands::{self, JsonState};
 use super::frame::{self, Decoder, Incoming};
+use super::transport::Transport;
 use crate::http::AppState;
 use crate::hub::{Client, Kind, Mode, Payload};
 use crate::protocol::json;
@@ -44,8 +44,8 @@ enum End {
 }
 
 /// A live WebSocket connection.
-pub struct Session {
-    stream: TcpStream,
+pub struct Session<T> {
+    stream: T,
     client: Arc<Client>,
     app: AppState,
     decoder: Decoder,
@@ -54,9 +54,9 @@ pub struct Session {
     _permit: Permit,
 }
 
-impl Session {
+impl<T: Transport> Session<T> {
     /// A session for an upgraded stream.
-    pub fn new(stream: TcpStream, client: Arc<Client>, app: AppState, permit: Permit) -> Self {
+    pub fn new(stream: T, client: Arc<Client>, app: AppState, permit: Permit) -> Self {
         let decoder = Decoder::new(app.config.max_message_size);
         Session {
             stream,
