@@ -28,6 +28,9 @@ say "Rust tests (real server, real sockets on 127.0.0.1)"
 cargo build --locked --bins
 cargo test --locked
 
+say "wspush.js library tests (node:test against the real server)"
+(cd tests/js && npm ci --no-audit --no-fund && WSPUSH_BIN="$PWD/../../target/debug/wspush" npm test)
+
 say "browser tests (headless Chromium via playwright-core)"
 (cd tests/browser && npm ci --no-audit --no-fund && WSPUSH_BIN="$PWD/../../target/debug/wspush" npm test)
 

@@ -134,6 +134,19 @@ pub struct Config {
     /// PEM private key of `tls_cert`.
     #[arg(long, env = "WSPUSH_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// `memory` (one node) or `redis://HOST:PORT[/DB]` — several comma-separated Redis URLs
+    /// shard channels across them (list them in the same order on every node).
+    #[arg(long, env = "WSPUSH_BROKER", default_value = "memory")]
+    pub broker: String,
+    /// A Pusher app `ID:KEY:SECRET` (repeatable; the first app given is the default app,
+    /// whose channels are the native ones). More settings: `[[apps]]` in the config file.
+    #[arg(long = "pusher-app", env = "WSPUSH_PUSHER_APP", value_delimiter = ' ')]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pusher_app: Vec<String>,
+    /// Pusher apps (config file only: `[[apps]]`); see `pusher_app`.
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<crate::pusher::App>,
     /// Per-namespace channel settings (config file only: `[[namespaces]]`).
     #[arg(skip)]
     #[serde(default)]
@@ -190,6 +203,15 @@ impl Config {
                 *secret = Some("<redacted>".into());
             }
         }
+        for app in &mut shown.apps {
+            app.secret = "<redacted>".into();
+        }
+        for spec in &mut shown.pusher_app {
+            let mut parts = spec.splitn(3, ':');
+            if let (Some(id), Some(key)) = (parts.next(), parts.next()) {
+                *spec = format!("{id}:{key}:<redacted>");
+            }
+        }
         toml::to_string(&shown).expect("config serializes")
     }
 
@@ -235,6 +257,20 @@ impl Config {
             return bad("publish_rate/publish_burst", "must be greater than 0");
         }
         crate::auth::Verifier::from_config(self)?;
+        crate::pusher::Apps::from_config(self)?;
+        if self.broker != "memory" {
+            let urls = self.redis_urls();
+            if urls.is_empty()
+                || urls
+                    .iter()
+                    .any(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+            {
+                return bad(
+                    "broker",
+                    "must be `memory` or comma-separated redis:// URLs",
+                );
+            }
+        }
         match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => {
                 crate::tls::acceptor(cert, key)?;
@@ -246,6 +282,18 @@ impl Config {
             return bad("api-key", "must not be empty");
         }
         Ok(())
+    }
+
+    /// The Redis URLs of `broker` (empty for the in-memory broker).
+    pub fn redis_urls(&self) -> Vec<String> {
+        if self.broker == "memory" {
+            return Vec::new();
+        }
+        self.broker
+            .split(',')
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect()
     }
 
     /// Handshake timeout as a duration.

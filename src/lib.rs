@@ -20,6 +20,8 @@
 //! - [`shutdown`]: signals and the task tracker.
 //! - [`tls`]: the rustls acceptor for https:// and wss://.
 //! - [`client`], [`publish`]: the `wspush client` and `wspush publish` commands.
+//! - [`pusher`]: the Pusher Channels front: apps, protocol 7 at `/app/{key}`, the signed
+//!   HTTP API under `/apps/{id}`, presence, cache channels, webhooks. Calls the hub.
 //! - [`bench`]: the `wspush bench` load generator (idle, fanout, echo); its own lean client.
 //!
 //! Fronts call the hub; the hub calls the broker; the broker delivers into the hub's
@@ -38,6 +40,7 @@ pub mod metrics;
 pub mod namespace;
 pub mod protocol;
 pub mod publish;
+pub mod pusher;
 pub mod server;
 pub mod shutdown;
 pub mod tls;

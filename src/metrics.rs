@@ -94,6 +94,12 @@ impl Collector for Counters {
             "JSON-mode WebSocket connections open now",
             s.connections_json.load(Relaxed),
         )?;
+        gauge(
+            e,
+            "connections_pusher",
+            "Pusher-protocol WebSocket connections open now",
+            s.connections_pusher.load(Relaxed),
+        )?;
         counter(
             e,
             "connections",

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::auth::Verifier;
-use crate::broker::Memory;
+use crate::broker::{Broker, Memory, Redis};
 use crate::config::Config;
 use crate::console::{self, Console};
 use crate::http::{self, AppState};
@@ -45,9 +45,23 @@ pub async fn run(
         max_frames: config.queue_max_frames,
         max_bytes: config.queue_max_bytes,
     };
-    let registry = Arc::new(Registry::new(limits));
     let namespaces = Arc::new(Namespaces::new(config.namespaces.clone()));
-    let broker = Arc::new(Memory::new(registry.clone(), namespaces.clone()));
+    let redis_urls = config.redis_urls();
+    let (registry, broker): (Arc<Registry>, Arc<dyn Broker>) = if redis_urls.is_empty() {
+        let registry = Arc::new(Registry::new(limits));
+        (
+            registry.clone(),
+            Arc::new(Memory::new(registry, namespaces.clone())),
+        )
+    } else {
+        let registry = Arc::new(Registry::for_node(limits, node_id()));
+        let redis = Redis::connect(&redis_urls, registry.clone(), namespaces.clone())
+            .await
+            .map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e.to_string())
+            })?;
+        (registry, Arc::new(redis))
+    };
     let hub = Hub::new(registry.clone(), broker, namespaces);
     let console = match console_mode {
         ConsoleMode::Stdio => Console::stdout(),
@@ -74,6 +88,7 @@ pub async fn run(
         verifier: Verifier::from_config(&config)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
             .map(Arc::new),
+        pusher: Arc::new(crate::pusher::Pusher::new(&config, hub.clone())),
     };
     let router = http::router(state);
 
@@ -185,4 +200,17 @@ async fn serve_http<I, S>(
             let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
         }
     }
+}
+
+/// A random, non-zero node id for this process (the high half of its client ids).
+fn node_id() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (h.finish() as u32).max(1)
 }

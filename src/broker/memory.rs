@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use futures_util::future::{self, BoxFuture};
 
-use super::{Broker, BrokerError, History, Member, Position, Ready, Since, SubscribeError};
+use super::{
+    check_since, Broker, BrokerError, History, Member, Position, Ready, Since, SubscribeError,
+};
 use crate::hub::{fnv, Client, ClientId, Message, Payload, Registry, Sharded};
 use crate::namespace::Namespaces;
 
@@ -55,10 +57,7 @@ impl Chan {
             .history
             .front()
             .map_or(self.offset + 1, |(_, m)| m.offset);
-        let epoch_ok = since.epoch.as_deref().is_none_or(|e| e == epoch);
-        if !epoch_ok || since.offset > self.offset || since.offset + 1 < oldest {
-            return Err(oldest);
-        }
+        check_since(since, oldest, self.offset, epoch)?;
         Ok(self
             .history
             .iter()
@@ -237,6 +236,14 @@ impl Broker for Memory {
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         self.registry.deliver_presence(channel, &member, joined);
         Box::pin(future::ready(Ok(())))
+    }
+
+    fn released<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(future::ready(()))
+    }
+
+    fn healthy(&self) -> BoxFuture<'_, bool> {
+        Box::pin(future::ready(true))
     }
 
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>> {

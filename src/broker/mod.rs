@@ -3,13 +3,26 @@
 //! the local `Registry` in offset order per channel and passes `tests/broker.rs`.
 
 mod memory;
+mod redis;
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
+pub use self::redis::Redis;
 use crate::hub::{Client, ClientId, Message, Payload};
 pub use memory::Memory;
+
+/// Checks that messages after `since` can be recovered from a history whose oldest
+/// stored offset is `oldest` (`current + 1` when empty), for a channel at `current` in
+/// `epoch`. On failure returns the oldest recoverable offset.
+pub fn check_since(since: &Since, oldest: u64, current: u64, epoch: &str) -> Result<(), u64> {
+    let epoch_ok = since.epoch.as_deref().is_none_or(|e| e == epoch);
+    if !epoch_ok || since.offset > current || since.offset + 1 < oldest {
+        return Err(oldest);
+    }
+    Ok(())
+}
 
 /// Why a broker call failed.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +139,13 @@ pub trait Broker: Send + Sync + 'static {
         member: Member,
         joined: bool,
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Called after a local subscriber of `channel` went away (a cluster broker drops
+    /// its subscription once no local subscriber is left).
+    fn released<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, ()>;
+
+    /// Whether the broker's backend is reachable.
+    fn healthy(&self) -> BoxFuture<'_, bool>;
 
     /// Who is in a presence channel, on every node.
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>>;

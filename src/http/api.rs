@@ -33,6 +33,7 @@ impl Data {
                 .map(|bytes| Payload {
                     kind: crate::hub::Kind::Binary,
                     data: bytes.into(),
+                    event: None,
                 })
                 .map_err(|e| ApiError::BadRequest(format!("data_base64: {e}"))),
             (None, None) => Err(ApiError::BadRequest("missing field `data`".into())),
@@ -180,7 +181,7 @@ pub async fn history(
             oldest,
             offset: position.offset,
         }),
-        Err(e) => Err(ApiError::Unavailable(e.to_string())),
+        Err(e) => Err(ApiError::BrokerUnavailable(e.to_string())),
     }
 }
 

@@ -48,12 +48,21 @@ pub enum ApiError {
     /// 413: body too large.
     #[error("request body too large")]
     TooLarge,
+    /// 401: a Pusher HTTP API request whose signature (or key, or timestamp) is wrong.
+    #[error("{0}")]
+    BadSignature(String),
+    /// 413: over a Pusher app's limit (event payload, channels per event, batch size).
+    #[error("{0}")]
+    OverLimit(String),
     /// 415: body is not JSON.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
     /// 426: a plain request to a WebSocket endpoint, or a WebSocket version we do not speak.
     #[error("this endpoint needs a WebSocket upgrade (version 13)")]
     UpgradeRequired,
+    /// 503: the broker (Redis) cannot be reached; nothing was done.
+    #[error("{0}")]
+    BrokerUnavailable(String),
     /// 503: the server cannot take this now (connection limit, broker down).
     #[error("{0}")]
     Unavailable(String),
@@ -72,10 +81,15 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::HistoryGone { .. } => (StatusCode::GONE, "history_gone"),
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::OverLimit(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::UpgradeRequired => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
+            ApiError::BrokerUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable")
+            }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }
@@ -83,7 +97,7 @@ impl ApiError {
 
 impl From<BrokerError> for ApiError {
     fn from(e: BrokerError) -> Self {
-        ApiError::Unavailable(e.to_string())
+        ApiError::BrokerUnavailable(e.to_string())
     }
 }
 

@@ -46,6 +46,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Token verifier, when tokens are configured.
     pub verifier: Option<Arc<Verifier>>,
+    /// The Pusher-protocol front: apps, presence, webhooks.
+    pub pusher: Arc<crate::pusher::Pusher>,
 }
 
 /// The whole HTTP surface.
@@ -74,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/wspush.mjs", get(|| async { javascript(WSPUSH_MJS) }))
         .route("/ws", get(crate::ws::upgrade))
         .nest("/api", api)
+        .merge(crate::pusher::router())
         .fallback(|| async { ApiError::NotFound("not found".into()) })
         .with_state(state)
 }
@@ -112,10 +115,18 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
 }
 
 async fn healthz(State(app): State<AppState>) -> impl IntoResponse {
-    axum::Json(serde_json::json!({
-        "status": "ok",
+    let healthy = app.hub.healthy().await;
+    let status = if healthy {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = axum::Json(serde_json::json!({
+        "status": if healthy { "ok" } else { "degraded" },
+        "broker": if healthy { "ok" } else { "unavailable" },
         "connections": app.hub.registry().stats.connections(),
-    }))
+    }));
+    (status, body)
 }
 
 /// With an API key configured every call needs `Authorization: apikey KEY` (401);

@@ -40,6 +40,8 @@ pub enum Mode {
     Raw,
     /// `wspush.v1` JSON objects.
     Json,
+    /// Pusher Channels protocol 7 (`/app/{key}`).
+    Pusher,
 }
 
 impl Mode {
@@ -48,6 +50,7 @@ impl Mode {
         match self {
             Mode::Raw => "raw",
             Mode::Json => "json",
+            Mode::Pusher => "pusher",
         }
     }
 }

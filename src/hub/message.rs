@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use base64::Engine;
 use bytes::Bytes;
 
+use super::ClientId;
 use crate::ws::frame;
 
 /// What a payload holds, which decides how each wire format carries it.
@@ -19,6 +20,35 @@ pub enum Kind {
     Binary,
 }
 
+/// What an event-based front (the Pusher protocol) attaches to published data: the
+/// event name, a connection not to deliver to, and the sending user. Raw and JSON
+/// subscribers see only the data; events named `pusher:*` or `pusher_internal:*` (protocol
+/// events such as presence changes) reach Pusher subscribers only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The event name (`message` for data published without one).
+    pub name: Arc<str>,
+    /// The connection that must not receive it (the sender of a client event, or the
+    /// `socket_id` given to the Pusher HTTP API). Client ids are unique across nodes.
+    pub exclude: Option<ClientId>,
+    /// The sender's user id (client events on presence channels).
+    pub user_id: Option<Arc<str>>,
+}
+
+impl Event {
+    /// True for protocol events that only Pusher subscribers understand.
+    pub fn is_internal(&self) -> bool {
+        self.name.starts_with("pusher:") || self.name.starts_with("pusher_internal:")
+    }
+}
+
+/// The `pusher:ping` event the server sends idle Pusher connections.
+pub const PUSHER_PING: &[u8] = br#"{"event":"pusher:ping","data":"{}"}"#;
+
+/// The event name Pusher subscribers see for data published without one (native API,
+/// console, JSON clients, upstream).
+pub const DEFAULT_EVENT: &str = "message";
+
 /// Published data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payload {
@@ -26,6 +56,8 @@ pub struct Payload {
     pub kind: Kind,
     /// The data itself.
     pub data: Bytes,
+    /// Event metadata (Pusher events); `None` for plain data.
+    pub event: Option<Arc<Event>>,
 }
 
 impl Payload {
@@ -34,7 +66,24 @@ impl Payload {
         Payload {
             kind: Kind::Text,
             data: Bytes::from(s.into()),
+            event: None,
         }
+    }
+
+    /// The same data carrying event metadata.
+    pub fn with_event(mut self, event: Event) -> Self {
+        self.event = Some(Arc::new(event));
+        self
+    }
+
+    /// The client this payload must not be delivered to, if any.
+    pub fn excluded(&self) -> Option<ClientId> {
+        self.event.as_ref().and_then(|e| e.exclude)
+    }
+
+    /// True when only Pusher subscribers may receive this payload.
+    pub fn pusher_only(&self) -> bool {
+        self.event.as_ref().is_some_and(|e| e.is_internal())
     }
 
     /// A payload from a JSON value: strings become text, anything else serialized JSON.
@@ -44,6 +93,7 @@ impl Payload {
             other => Payload {
                 kind: Kind::Json,
                 data: Bytes::from(other.to_string()),
+                event: None,
             },
         }
     }
@@ -92,6 +142,7 @@ pub struct Message {
     pub payload: Payload,
     raw: OnceLock<Bytes>,
     json: OnceLock<Bytes>,
+    pusher: OnceLock<Bytes>,
 }
 
 impl Message {
@@ -103,6 +154,7 @@ impl Message {
             payload,
             raw: OnceLock::new(),
             json: OnceLock::new(),
+            pusher: OnceLock::new(),
         }
     }
 
@@ -132,6 +184,45 @@ impl Message {
             frame::encode(frame::OP_TEXT, &body)
         })
     }
+
+    /// The Pusher-protocol frame `{"event":..,"channel":..,"data":".."}` (protocol 7:
+    /// `data` is a JSON string: text as is, JSON as its serialization, binary as base64;
+    /// `user_id` follows for client events on presence channels), encoded on first use.
+    /// The channel is shown without its app scope (see [`pusher_channel`]).
+    pub fn pusher_frame(&self) -> &Bytes {
+        self.pusher.get_or_init(|| {
+            let event = self.payload.event.as_deref();
+            let mut body = Vec::with_capacity(self.payload.data.len() + self.channel.len() + 64);
+            body.extend_from_slice(b"{\"event\":");
+            let name = event.map_or(DEFAULT_EVENT, |e| &*e.name);
+            serde_json::to_writer(&mut body, name).expect("string serializes");
+            body.extend_from_slice(b",\"channel\":");
+            serde_json::to_writer(&mut body, pusher_channel(&self.channel))
+                .expect("string serializes");
+            body.extend_from_slice(b",\"data\":");
+            match self.payload.kind {
+                Kind::Text | Kind::Json => match std::str::from_utf8(&self.payload.data) {
+                    Ok(text) => serde_json::to_writer(&mut body, text),
+                    Err(_) => serde_json::to_writer(&mut body, &self.payload.to_json()),
+                },
+                Kind::Binary => serde_json::to_writer(&mut body, &self.payload.to_json()),
+            }
+            .expect("string serializes");
+            if let Some(user) = event.and_then(|e| e.user_id.as_deref()) {
+                body.extend_from_slice(b",\"user_id\":");
+                serde_json::to_writer(&mut body, user).expect("string serializes");
+            }
+            body.push(b'}');
+            frame::encode(frame::OP_TEXT, &body)
+        })
+    }
+}
+
+/// The channel name a Pusher client knows: hub channels of Pusher apps other than the
+/// default one are named `SCOPE NAME` (a space, which native channel names cannot hold,
+/// so they never collide); the name is what follows the space.
+pub fn pusher_channel(channel: &str) -> &str {
+    channel.split_once(' ').map_or(channel, |(_, name)| name)
 }
 
 #[cfg(test)]
@@ -155,5 +246,27 @@ mod tests {
             br#"{"channel":"n\"s","offset":1,"data":"hi"}"#
         );
         assert_eq!(&t.raw_frame()[..], b"\x81\x02hi");
+    }
+
+    #[test]
+    fn pusher_frame_has_data_as_a_string_and_no_app_scope() {
+        let m = Message::new(
+            "pusher:2 presence-x".into(),
+            1,
+            Payload::from_json(&serde_json::json!({"a": 1})).with_event(Event {
+                name: "client-x".into(),
+                exclude: None,
+                user_id: Some("u1".into()),
+            }),
+        );
+        assert_eq!(
+            &m.pusher_frame()[2..],
+            br#"{"event":"client-x","channel":"presence-x","data":"{\"a\":1}","user_id":"u1"}"#
+        );
+        let t = Message::new("news".into(), 1, Payload::text("hi"));
+        assert_eq!(
+            &t.pusher_frame()[2..],
+            br#"{"event":"message","channel":"news","data":"hi"}"#
+        );
     }
 }

@@ -21,7 +21,7 @@ use crate::namespace::Namespaces;
 use crate::ws::close::CloseReason;
 use crate::ws::frame;
 pub use client::{Client, ClientId, Mode, Pushed, QueueLimits};
-pub use message::{Kind, Message, Payload};
+pub use message::{Event, Kind, Message, Payload};
 pub use stats::Stats;
 
 /// The pseudo-channel that addresses every connected client.
@@ -61,6 +61,7 @@ pub struct Registry {
     channels: Sharded<Arc<str>, Subscribers>,
     users: Sharded<Arc<str>, Vec<Arc<Client>>>,
     next_id: AtomicU64,
+    node: u32,
     started: Instant,
     limits: QueueLimits,
     ping: Bytes,
@@ -71,15 +72,37 @@ pub struct Registry {
 impl Registry {
     /// An empty registry whose clients' outboxes are bounded by `limits`.
     pub fn new(limits: QueueLimits) -> Self {
+        Self::for_node(limits, 0)
+    }
+
+    /// A registry whose client ids carry `node` in their high 32 bits, so ids are unique
+    /// across the nodes of a cluster (and name the node holding the client).
+    pub fn for_node(limits: QueueLimits, node: u32) -> Self {
         Registry {
+            node,
             clients: Sharded::new(),
             channels: Sharded::new(),
             users: Sharded::new(),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new((u64::from(node) << 32) + 1),
             started: Instant::now(),
             limits,
             ping: frame::encode(frame::OP_PING, b""),
             stats: Stats::default(),
+        }
+    }
+
+    /// This node's id (0 for a single node).
+    pub fn node(&self) -> u32 {
+        self.node
+    }
+
+    /// Closes the JSON-mode subscribers of a channel (their offsets became invalid).
+    pub fn close_json_subscribers(&self, channel: &str, reason: CloseReason) {
+        let shard = self.channels.shard(fnv(channel)).lock();
+        for client in shard.get(channel).into_iter().flatten() {
+            if client.mode == Mode::Json {
+                client.close(reason);
+            }
         }
     }
 
@@ -238,13 +261,27 @@ impl Registry {
         if &*msg.channel == ALL {
             for shard in self.clients.shards() {
                 for client in shard.lock().values() {
-                    self.push_message(client, msg);
+                    // Pusher connections belong to apps; `*` is not one of their channels.
+                    if client.mode != Mode::Pusher {
+                        self.push_message(client, msg);
+                    }
                 }
             }
             return;
         }
         let shard = self.channels.shard(fnv(&msg.channel)).lock();
         if let Some(subs) = shard.get(&msg.channel) {
+            if msg.payload.event.is_some() {
+                // An event: skip the excluded connection, and non-Pusher clients when
+                // it is a Pusher protocol event.
+                let (exclude, pusher_only) = (msg.payload.excluded(), msg.payload.pusher_only());
+                for client in subs {
+                    if Some(client.id) != exclude && (!pusher_only || client.mode == Mode::Pusher) {
+                        self.push_message(client, msg);
+                    }
+                }
+                return;
+            }
             for client in subs {
                 self.push_message(client, msg);
             }
@@ -256,6 +293,7 @@ impl Registry {
         let frame = match client.mode {
             Mode::Raw => msg.raw_frame(),
             Mode::Json => msg.json_frame(),
+            Mode::Pusher => msg.pusher_frame(),
         };
         self.push_frame(client, frame.clone());
     }
@@ -316,6 +354,9 @@ impl Registry {
             Mode::Json => Message::new(Arc::from(id.to_string()), 0, payload.clone())
                 .json_frame()
                 .clone(),
+            Mode::Pusher => Message::new(Arc::from(id.to_string()), 0, payload.clone())
+                .pusher_frame()
+                .clone(),
         };
         usize::from(self.push_frame(&client, frame) == Pushed::Queued)
     }
@@ -335,6 +376,9 @@ impl Registry {
                 Mode::Raw => payload.raw_frame(),
                 Mode::Json => Message::new(Arc::from(format!("@{user}")), 0, payload.clone())
                     .json_frame()
+                    .clone(),
+                Mode::Pusher => Message::new(Arc::from(format!("@{user}")), 0, payload.clone())
+                    .pusher_frame()
                     .clone(),
             };
             reached += usize::from(self.push_frame(&client, frame) == Pushed::Queued);
@@ -370,7 +414,13 @@ impl Registry {
                 let idle = now.saturating_sub(client.last_seen());
                 if idle >= interval + timeout {
                     self.stats.ping_timeouts.fetch_add(1, Relaxed);
-                    client.close(CloseReason::Abort);
+                    client.close(if client.mode == Mode::Pusher {
+                        CloseReason::PusherPongTimeout
+                    } else {
+                        CloseReason::Abort
+                    });
+                } else if idle >= interval && client.mode == Mode::Pusher {
+                    client.push(frame::encode(frame::OP_TEXT, message::PUSHER_PING));
                 } else if idle >= interval {
                     client.push(self.ping.clone());
                 }
@@ -429,6 +479,7 @@ impl Hub {
         if !self.registry.unsubscribe(client, channel) {
             return false;
         }
+        self.broker.released(channel).await;
         if self.namespaces.of(channel).presence {
             self.announce(channel, client, false).await;
         }
@@ -440,6 +491,7 @@ impl Hub {
         let channels = client.channels();
         self.registry.unregister(client);
         for channel in channels {
+            self.broker.released(&channel).await;
             if self.namespaces.of(&channel).presence {
                 self.announce(&channel, client, false).await;
             }
@@ -483,6 +535,11 @@ impl Hub {
         let offset = self.broker.publish(channel, payload).await?;
         self.metrics.observe_publish(start.elapsed());
         Ok(offset)
+    }
+
+    /// Whether the broker is reachable.
+    pub async fn healthy(&self) -> bool {
+        self.broker.healthy().await
     }
 
     /// The metrics of this server.

@@ -13,6 +13,8 @@ pub struct Stats {
     pub connections_raw: AtomicU64,
     /// JSON-mode connections open now.
     pub connections_json: AtomicU64,
+    /// Pusher-protocol connections open now.
+    pub connections_pusher: AtomicU64,
     /// Subscriptions held now.
     pub subscriptions: AtomicU64,
     /// Messages published.
@@ -55,11 +57,14 @@ impl Stats {
         match mode {
             Mode::Raw => &self.connections_raw,
             Mode::Json => &self.connections_json,
+            Mode::Pusher => &self.connections_pusher,
         }
     }
 
     /// Connections open now.
     pub fn connections(&self) -> u64 {
-        self.connections_raw.load(Relaxed) + self.connections_json.load(Relaxed)
+        self.connections_raw.load(Relaxed)
+            + self.connections_json.load(Relaxed)
+            + self.connections_pusher.load(Relaxed)
     }
 }

@@ -180,7 +180,7 @@ pub async fn upgrade(
             .await
         {
             app.hub.disconnect(&client).await;
-            return Err(ApiError::Unavailable(e.to_string()));
+            return Err(ApiError::BrokerUnavailable(e.to_string()));
         }
     }
     let id = client.id;

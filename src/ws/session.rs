@@ -75,6 +75,9 @@ impl<T: Transport> Session<T> {
         tracing::debug!(client = %self.client.id, ?end, "session ends");
         self.finish(end).await;
         self.app.hub.disconnect(&self.client).await;
+        if self.client.mode == Mode::Pusher {
+            crate::pusher::protocol::closed(&self.app, &self.client).await;
+        }
     }
 
     async fn serve(&mut self, leftover: Bytes) -> End {
@@ -171,10 +174,12 @@ impl<T: Transport> Session<T> {
                 Incoming::Text(data) => Payload {
                     kind: Kind::Text,
                     data,
+                    event: None,
                 },
                 Incoming::Binary(data) => Payload {
                     kind: Kind::Binary,
                     data,
+                    event: None,
                 },
                 Incoming::Ping(data) => {
                     self.pending.push_back(frame::encode(frame::OP_PONG, &data));
@@ -183,6 +188,14 @@ impl<T: Transport> Session<T> {
                 Incoming::Pong => continue,
                 Incoming::Close(code) => return Some(End::ClientClosed(code)),
             };
+            if self.client.mode == Mode::Pusher {
+                if let Some(reason) =
+                    crate::pusher::protocol::handle(&self.app, &self.client, payload).await
+                {
+                    return Some(End::Close(reason));
+                }
+                continue;
+            }
             if self.client.mode == Mode::Json {
                 if let Some(end) = self.command(payload).await {
                     return Some(end);
@@ -316,7 +329,10 @@ impl<T: Transport> Session<T> {
                 self.pending.push_back(reply);
                 self.flush().await;
             }
-            End::Close(reason) => {
+            End::Close(mut reason) => {
+                if self.client.mode == Mode::Pusher && reason == CloseReason::GoingAway {
+                    reason = CloseReason::PusherGoingAway;
+                }
                 if reason == CloseReason::SlowConsumer {
                     // The client is not reading: what is queued is given up, not waited for.
                     self.pending.clear();
@@ -325,6 +341,11 @@ impl<T: Transport> Session<T> {
                     self.client.drain(&mut self.pending);
                 }
                 let code = reason.code().expect("only Abort has no code");
+                if self.client.mode == Mode::Pusher && code >= 4000 {
+                    // Pusher clients learn why from a `pusher:error` before the close frame.
+                    self.pending
+                        .push_back(crate::pusher::protocol::error_frame(code, reason.text()));
+                }
                 self.pending.push_back(frame::close(code, reason.text()));
                 if !self.flush().await {
                     return;

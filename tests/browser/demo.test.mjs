@@ -1,9 +1,9 @@
 // End-to-end test of the demo page (GET /) in a real headless Chromium.
 //
 // Starts `wspush serve --listen 127.0.0.1:0 --upstream publish:room`, opens the
-// page, connects to channels news,room, publishes over the HTTP API, sends a
-// message from the page (seen on the server console and republished to `room`),
-// disconnects, and saves screenshots to tests/browser/output/.
+// page's raw-mode tab, connects to channels news,room, publishes over the HTTP API,
+// sends a message from the page (seen on the server console and republished to
+// `room`), disconnects, and saves screenshots to tests/browser/output/.
 //
 // Env: WSPUSH_BIN (server binary, default ../../target/debug/wspush),
 //      CHROMIUM (browser binary, default /usr/bin/chromium).
@@ -183,6 +183,10 @@ test("demo page: connect, receive a publish, send upstream, disconnect", { timeo
   const response = await page.goto(base + "/", { timeout: WAIT });
   assert.equal(response.status(), 200, "GET / should answer 200");
   assert.match(response.headers()["content-type"] || "", /text\/html/, "GET / should be text/html");
+
+  // The raw-mode panel is the second tab (the first is the JSON-mode wspush.js panel).
+  await page.click("#tab-raw");
+  await page.locator("#url").waitFor({ state: "visible", timeout: WAIT });
 
   // The URL field defaults to this server's /ws endpoint.
   assert.equal(await page.inputValue("#url"), `ws://127.0.0.1:${server.port}/ws`);

@@ -299,3 +299,112 @@ impl JsonClient {
         }
     }
 }
+
+/// A real `redis-server` on a free port, in its own directory; killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let dir = std::env::temp_dir().join(format!("wspush-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = RedisServer {
+            port,
+            dir,
+            child: None,
+        };
+        redis.launch().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn launch(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (the test command installs it)");
+        self.child = Some(child);
+        within("redis PING", async {
+            loop {
+                if self.command("PING").await.as_deref() == Some("+PONG") {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+
+    /// Sends one inline command; the first reply line.
+    pub async fn command(&self, cmd: &str) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+        s.write_all(format!("{cmd}\r\n").as_bytes()).await.ok()?;
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .map(str::to_string)
+    }
+
+    /// Stops Redis; with `keep_data` its data is saved and comes back on `restart`.
+    pub async fn stop(&mut self, keep_data: bool) {
+        let cmd = if keep_data {
+            "SHUTDOWN SAVE"
+        } else {
+            "SHUTDOWN NOSAVE"
+        };
+        let _ = self.command(cmd).await;
+        if let Some(mut child) = self.child.take() {
+            let _ = within(
+                "redis exit",
+                tokio::task::spawn_blocking(move || child.wait()),
+            )
+            .await;
+        }
+        if !keep_data {
+            let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.launch().await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

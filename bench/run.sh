@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Runs the BENCHMARKS.md matrix: every case against wspush and the anchors, each run on a
+# fresh server pinned to CPU 0 with the generator pinned to CPU 1; appends one JSON line
+# per run to $OUT and prints the medians (bench/summarize.mjs).
+#
+#   bench/run.sh                                   # everything, 3 runs each
+#   RUNS=1 SERVERS="wspush uws" CASES="fanout1k echo100" bench/run.sh
+#
+# Needs: a release build (made here unless BIN is given), node 20 and `npm ci` in bench/anchors (done here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+SERVERS=${SERVERS:-"wspush ws uws"}
+CASES=${CASES:-"fanout1k idle10k idlemax fanout10k echo100"}
+OUT=${OUT:-bench/results/$(date -u +%Y-%m-%d).jsonl}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+# BIN=path/to/wspush measures a binary built elsewhere (e.g. from a clean checkout of
+# one commit while the work tree is being edited); otherwise the release build is made.
+BIN=${BIN:-}
+if [ -z "$BIN" ]; then
+  cargo build --release --quiet
+  BIN=target/release/wspush
+fi
+if [ ! -d bench/anchors/node_modules ]; then
+  (cd bench/anchors && npm ci --no-audit --no-fund --silent)
+fi
+mkdir -p "$(dirname "$OUT")"
+
+# start_server NAME CASE: starts it pinned; sets PID and ADDR.
+start_server() {
+  local log
+  log=$(mktemp)
+  case $1 in
+    wspush)
+      local extra=()
+      [ "$2" = echo100 ] && extra=(--upstream echo)
+      taskset -c "$SERVER_CPU" "$BIN" serve --listen 127.0.0.1:9100 --quiet --no-console \
+        "${extra[@]}" </dev/null >"$log" 2>&1 &
+      ;;
+    ws) taskset -c "$SERVER_CPU" node bench/anchors/ws-server.mjs 9101 </dev/null >"$log" 2>&1 & ;;
+    uws) taskset -c "$SERVER_CPU" node bench/anchors/uws-server.mjs 9102 </dev/null >"$log" 2>&1 & ;;
+    *) echo "unknown server $1" >&2; exit 64 ;;
+  esac
+  PID=$!
+  for _ in $(seq 100); do
+    ADDR=$(sed -n 's#^listening on http://##p' "$log" | head -1)
+    [ -n "$ADDR" ] && break
+    sleep 0.1
+  done
+  rm -f "$log"
+  [ -n "$ADDR" ] || { echo "$1 did not start" >&2; kill "$PID"; exit 1; }
+}
+
+stop_server() {
+  kill "$PID" 2>/dev/null || true
+  wait "$PID" 2>/dev/null || true
+}
+
+# target_args NAME CASE: how the generator reaches this server.
+target_args() {
+  local sub=()
+  case $1 in
+    wspush) sub=(--server "$ADDR") ;;
+    *) sub=(--url "ws://$ADDR/ws" --publish-url "http://$ADDR/publish" --publish-format raw) ;;
+  esac
+  # echo does not publish; idle does not either.
+  case $2 in
+    idle*|echo*) [ "$1" = wspush ] && sub=(--server "$ADDR") || sub=(--url "ws://$ADDR/ws") ;;
+  esac
+  echo "${sub[@]}"
+}
+
+case_args() {
+  case $1 in
+    fanout1k) echo "fanout --connections 1000 --rate max --publishers 16 --messages 20000 --duration 15 --payload 128 --drain-timeout 30" ;;
+    idle10k) echo "idle --connections 10000 --settle 5" ;;
+    idlemax) echo "idle --connections 19900 --settle 5 --source-ips 4" ;;
+    fanout10k) echo "fanout --connections 10000 --rate 100 --messages 1000 --payload 128 --drain-timeout 60" ;;
+    echo100) echo "echo --clients 100 --duration 10 --payload 128" ;;
+    *) echo "unknown case $1" >&2; exit 64 ;;
+  esac
+}
+
+for case_name in $CASES; do
+  for run in $(seq "$RUNS"); do
+    for server in $SERVERS; do
+      start_server "$server" "$case_name"
+      # shellcheck disable=SC2046
+      line=$(taskset -c "$CLIENT_CPU" "$BIN" bench $(case_args "$case_name") \
+        $(target_args "$server" "$case_name") --server-pid "$PID" --label "$server" \
+        | tee /dev/stderr | tail -1) || line='{"error":"bench failed"}'
+      stop_server
+      echo "{\"case\":\"$case_name\",\"server\":\"$server\",\"run\":$run,\"result\":$line}" >>"$OUT"
+      sleep 2
+    done
+  done
+done
+
+node bench/summarize.mjs "$OUT"

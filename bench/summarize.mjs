@@ -1,0 +1,82 @@
+// Medians of bench/run.sh results: `node bench/summarize.mjs RESULTS.jsonl`.
+// Prints a Markdown table (one row per case and figure, one column per server) and every
+// run's value, so a noisy run can be seen for what it is.
+import { readFileSync } from 'node:fs';
+
+const file = process.argv[2];
+if (!file) {
+  console.error('usage: node bench/summarize.mjs RESULTS.jsonl');
+  process.exit(64);
+}
+const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l.trim());
+const runs = lines.map((l) => JSON.parse(l));
+
+const M = (x) => (x / 1e6).toFixed(2) + ' M';
+const k = (x) => (x / 1e3).toFixed(1) + ' k';
+const ms = (us) => (us >= 1e6 ? (us / 1e6).toFixed(2) + ' s' : (us / 1e3).toFixed(1) + ' ms');
+const figures = {
+  fanout1k: [
+    ['deliveries per server CPU-s', (r) => r.deliveries_per_server_cpu_s, M],
+    ['deliveries/s', (r) => r.deliveries_per_s, M],
+    ['lost', (r) => r.lost, String],
+    ['latency p50', (r) => r.latency_us.p50, ms],
+    ['latency p99', (r) => r.latency_us.p99, ms],
+    ['server peak RSS (MiB)', (r) => r.server_peak_rss_kib / 1024, (x) => x.toFixed(1)],
+    ['generator busy (CPU-s / s)', (r) => r.client_cpu_s / r.elapsed_s, (x) => x.toFixed(2)],
+  ],
+  idle10k: [
+    ['KiB per connection', (r) => r.kib_per_connection, (x) => x.toFixed(2)],
+    ['open', (r) => r.open, String],
+    ['connects/s', (r) => r.connects_per_s, k],
+  ],
+  idlemax: [
+    ['open (of 19,900)', (r) => r.open, String],
+    ['KiB per connection', (r) => r.kib_per_connection, (x) => x.toFixed(2)],
+    ['connects/s', (r) => r.connects_per_s, k],
+  ],
+  fanout10k: [
+    ['lost', (r) => r.lost, String],
+    ['latency p50', (r) => r.latency_us.p50, ms],
+    ['latency p99', (r) => r.latency_us.p99, ms],
+    ['latency max', (r) => r.latency_us.max, ms],
+    ['deliveries per server CPU-s', (r) => r.deliveries_per_server_cpu_s, M],
+    ['server CPU busy (CPU-s / s)', (r) => r.server_cpu_s / r.elapsed_s, (x) => x.toFixed(2)],
+    ['generator busy (CPU-s / s)', (r) => r.client_cpu_s / r.elapsed_s, (x) => x.toFixed(2)],
+  ],
+  echo100: [
+    ['round trips per server CPU-s', (r) => r.round_trips_per_server_cpu_s, k],
+    ['round trips/s', (r) => r.round_trips_per_s, k],
+    ['latency p99', (r) => r.latency_us.p99, ms],
+  ],
+};
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+};
+
+const servers = [...new Set(runs.map((r) => r.server))];
+const cases = [...new Set(runs.map((r) => r.case))];
+console.log(`| case | figure | ${servers.join(' | ')} |`);
+console.log(`|---|---|${servers.map(() => '---').join('|')}|`);
+for (const c of cases) {
+  for (const [name, get, fmt] of figures[c] ?? []) {
+    const cells = servers.map((s) => {
+      const values = runs
+        .filter((r) => r.case === c && r.server === s && r.result && !r.result.error)
+        .map((r) => {
+          try {
+            return get(r.result);
+          } catch {
+            return NaN;
+          }
+        })
+        .filter((v) => typeof v === 'number' && Number.isFinite(v));
+      if (!values.length) return '—';
+      const all = values.map(fmt).join(', ');
+      return `${fmt(median(values))} (${all})`;
+    });
+    console.log(`| ${c} | ${name} | ${cells.join(' | ')} |`);
+  }
+}

@@ -1,0 +1,322 @@
+//! The Pusher Channels front: pusher-js, Laravel Echo and the Pusher server SDKs work
+//! against wspush unchanged. Protocol 7 over WebSocket at `/app/{key}` (a `Session` in
+//! `Mode::Pusher`, handled by [`protocol`]), the signed HTTP API under `/apps/{id}`
+//! ([`api`]), per-app config ([`apps`]), signatures ([`auth`]), presence and cache channels
+//! ([`presence`]) and webhooks ([`webhooks`]).
+//!
+//! Every event goes through `Hub::publish`: an app's channel `name` is the hub channel
+//! `name` for the default app (the first configured), so native publishes reach Pusher
+//! subscribers as event `message` and Pusher events reach raw/JSON subscribers as their
+//! data; other apps' channels are `pusher:{id} name` in the hub, out of reach of the others.
+
+pub mod api;
+pub mod apps;
+pub mod auth;
+pub mod presence;
+pub mod protocol;
+pub mod webhooks;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use crate::broker::BrokerError;
+use crate::config::Config;
+use crate::http::AppState;
+use crate::hub::{ClientId, Event, Hub, Payload};
+use crate::ws::frame;
+pub use apps::{App, AppLimits, Apps, Tenant, Webhook};
+
+/// The Pusher routes, merged into `http::router`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/app/{key}", get(protocol::upgrade))
+        .route("/apps/{app_id}/events", post(api::events))
+        .route("/apps/{app_id}/batch_events", post(api::batch_events))
+        .route("/apps/{app_id}/channels", get(api::channels))
+        .route("/apps/{app_id}/channels/{channel}", get(api::channel))
+        .route("/apps/{app_id}/channels/{channel}/users", get(api::users))
+        .route(
+            "/apps/{app_id}/users/{user_id}/terminate_connections",
+            post(api::terminate),
+        )
+        // The Python SDK leaves out `/apps/{id}`: the app is found by `auth_key`.
+        .route(
+            "/users/{user_id}/terminate_connections",
+            post(api::terminate_by_key),
+        )
+}
+
+/// A connection's socket id, `^\d+\.\d+$`: the node and the node-local part of its client
+/// id (client ids are unique across a cluster, so socket ids are too).
+pub fn socket_id(id: ClientId) -> String {
+    format!("{}.{}", id.0 >> 32, id.0 & 0xffff_ffff)
+}
+
+/// The client id behind a socket id.
+pub fn parse_socket_id(s: &str) -> Option<ClientId> {
+    let (node, local) = s.split_once('.')?;
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if !digits(node) || !digits(local) {
+        return None;
+    }
+    let (node, local): (u64, u64) = (node.parse().ok()?, local.parse().ok()?);
+    (node <= u64::from(u32::MAX) && local <= u64::from(u32::MAX))
+        .then_some(ClientId((node << 32) | local))
+}
+
+/// What a channel name asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Anyone may subscribe.
+    Public,
+    /// `private-`: needs a channel auth signature.
+    Private,
+    /// `private-encrypted-`: signed, payloads opaque, no client events.
+    Encrypted,
+    /// `presence-`: signed with `channel_data`; members are tracked.
+    Presence,
+    /// `#server-to-user-{id}`: only the connection signed in as `id`.
+    User,
+}
+
+/// The kind of a channel, and whether it is a cache channel.
+pub fn kind_of(channel: &str) -> (Kind, bool) {
+    let (kind, rest) = if let Some(rest) = channel.strip_prefix("private-encrypted-") {
+        (Kind::Encrypted, rest)
+    } else if let Some(rest) = channel.strip_prefix("private-") {
+        (Kind::Private, rest)
+    } else if let Some(rest) = channel.strip_prefix("presence-") {
+        (Kind::Presence, rest)
+    } else if channel.starts_with("#server-to-user-") {
+        (Kind::User, "")
+    } else {
+        (Kind::Public, channel)
+    };
+    (kind, rest.starts_with("cache-"))
+}
+
+/// Checks a channel name: Pusher's characters (`A-Za-z0-9_-=@,.;`), at most `max` bytes;
+/// `#server-to-user-{id}` is also allowed.
+pub fn valid_channel(name: &str, max: usize) -> Result<(), String> {
+    let body = name.strip_prefix("#server-to-user-").unwrap_or(name);
+    if body.is_empty() {
+        return Err("channel name is empty".into());
+    }
+    if name.len() > max {
+        return Err(format!("channel name longer than {max} bytes"));
+    }
+    if !body
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_-=@,.;".contains(&b))
+    {
+        return Err(format!(
+            "channel name {name:?} holds characters outside A-Za-z0-9_-=@,.;"
+        ));
+    }
+    Ok(())
+}
+
+/// A server frame `{"event":..,"channel":..,"data":..}`.
+pub fn frame(event: &str, channel: Option<&str>, data: Value) -> Bytes {
+    let mut v = json!({ "event": event });
+    if let Some(channel) = channel {
+        v["channel"] = channel.into();
+    }
+    v["data"] = data;
+    frame::encode(frame::OP_TEXT, v.to_string().as_bytes())
+}
+
+/// One Pusher connection's state.
+#[derive(Debug)]
+pub struct Conn {
+    /// Its app.
+    pub tenant: Arc<Tenant>,
+    /// The user it signed in as.
+    pub user: Option<Arc<str>>,
+    /// The app's channel names it is subscribed to.
+    pub channels: Vec<Arc<str>>,
+    /// Client-event token bucket: tokens left and when it was last refilled.
+    bucket: (f64, Instant),
+}
+
+impl Conn {
+    /// Takes a client-event token (refilled at `rate` per second, burst `rate`).
+    pub fn take_token(&mut self, rate: u32) -> bool {
+        let now = Instant::now();
+        let (tokens, at) = self.bucket;
+        let rate = f64::from(rate);
+        let tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(rate);
+        if tokens >= 1.0 {
+            self.bucket = (tokens - 1.0, now);
+            true
+        } else {
+            self.bucket = (tokens, now);
+            false
+        }
+    }
+}
+
+const CONN_SHARDS: usize = 16;
+
+/// The Pusher front's state, shared by its handlers (`AppState::pusher`).
+pub struct Pusher {
+    /// The configured apps.
+    pub apps: Apps,
+    /// The hub everything is published through.
+    pub hub: Hub,
+    conns: Box<[Mutex<HashMap<ClientId, Conn>>]>,
+    /// Presence members and cache channels.
+    pub rooms: presence::Rooms,
+    /// The webhook queue.
+    pub webhooks: webhooks::Webhooks,
+    /// Seconds of silence after which clients should ping (`activity_timeout`).
+    pub activity_timeout: u32,
+}
+
+impl std::fmt::Debug for Pusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pusher").field("apps", &self.apps).finish()
+    }
+}
+
+impl Pusher {
+    /// The Pusher front of a (validated) configuration; starts the webhook worker when an
+    /// app has webhooks.
+    pub fn new(config: &Config, hub: Hub) -> Self {
+        let apps = Apps::from_config(config).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "pusher apps are invalid; none are served");
+            Apps::default()
+        });
+        let webhooks = webhooks::Webhooks::start(apps.iter().any(|t| !t.app.webhooks.is_empty()));
+        Pusher {
+            apps,
+            hub,
+            conns: (0..CONN_SHARDS).map(|_| Mutex::default()).collect(),
+            rooms: presence::Rooms::default(),
+            webhooks,
+            activity_timeout: config.ping_interval,
+        }
+    }
+
+    fn shard(&self, id: ClientId) -> &Mutex<HashMap<ClientId, Conn>> {
+        &self.conns[(id.0 as usize) % CONN_SHARDS]
+    }
+
+    /// Records a new connection of `tenant`.
+    pub fn add_conn(&self, id: ClientId, tenant: Arc<Tenant>) {
+        let conn = Conn {
+            tenant,
+            user: None,
+            channels: Vec::new(),
+            bucket: (f64::MAX, Instant::now()),
+        };
+        self.shard(id).lock().insert(id, conn);
+    }
+
+    /// Runs `f` on a connection's state (`None` when it is unknown).
+    pub fn with_conn<T>(&self, id: ClientId, f: impl FnOnce(&mut Conn) -> T) -> Option<T> {
+        self.shard(id).lock().get_mut(&id).map(f)
+    }
+
+    /// Forgets a connection, returning its state.
+    pub fn remove_conn(&self, id: ClientId) -> Option<Conn> {
+        self.shard(id).lock().remove(&id)
+    }
+
+    /// Connections of `tenant` signed in as `user`.
+    pub fn user_conns(&self, tenant: &Tenant, user: &str) -> Vec<ClientId> {
+        self.conns
+            .iter()
+            .flat_map(|s| {
+                s.lock()
+                    .iter()
+                    .filter(|(_, c)| {
+                        c.tenant.app.id == tenant.app.id && c.user.as_deref() == Some(user)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Publishes an event to an app's channel through the hub (cache channels remember
+    /// it); the offset.
+    pub async fn publish(
+        &self,
+        tenant: &Tenant,
+        channel: &str,
+        event: Event,
+        payload: Payload,
+    ) -> Result<u64, BrokerError> {
+        let hub_channel = tenant.hub_channel(channel);
+        let payload = payload.with_event(event);
+        let cache = kind_of(channel).1;
+        let offset = self.hub.publish(&hub_channel, payload.clone()).await?;
+        if cache {
+            self.rooms.cache(&hub_channel, payload);
+        }
+        Ok(offset)
+    }
+
+    /// Local subscribers of an app's channel.
+    pub fn subscription_count(&self, tenant: &Tenant, channel: &str) -> usize {
+        self.hub
+            .registry()
+            .subscriber_count(&tenant.hub_channel(channel))
+    }
+
+    /// Distinct users in an app's presence channel.
+    pub fn user_count(&self, tenant: &Tenant, channel: &str) -> usize {
+        self.rooms.users(&tenant.hub_channel(channel)).len()
+    }
+
+    /// The app's channels with local subscribers, with their subscriber counts.
+    pub fn channels(&self, tenant: &Tenant) -> Vec<(String, usize)> {
+        self.hub
+            .registry()
+            .channels()
+            .into_iter()
+            .filter_map(|(hub, n)| tenant.app_channel(&hub).map(|name| (name.to_string(), n)))
+            .filter(|(name, _)| valid_channel(name, usize::MAX).is_ok())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_ids_round_trip_and_match_the_protocol_pattern() {
+        for id in [ClientId(1), ClientId((7 << 32) | 42)] {
+            let s = socket_id(id);
+            assert!(s.split_once('.').is_some_and(|(a, b)| !a.is_empty()
+                && !b.is_empty()
+                && (a.to_string() + b).bytes().all(|c| c.is_ascii_digit())));
+            assert_eq!(parse_socket_id(&s), Some(id));
+        }
+        assert_eq!(parse_socket_id("1.x"), None);
+        assert_eq!(parse_socket_id("1"), None);
+    }
+
+    #[test]
+    fn channel_kinds() {
+        assert_eq!(kind_of("news"), (Kind::Public, false));
+        assert_eq!(kind_of("cache-news"), (Kind::Public, true));
+        assert_eq!(kind_of("private-cache-a"), (Kind::Private, true));
+        assert_eq!(kind_of("private-encrypted-a"), (Kind::Encrypted, false));
+        assert_eq!(kind_of("presence-cache-a"), (Kind::Presence, true));
+        assert_eq!(kind_of("#server-to-user-7"), (Kind::User, false));
+        assert!(valid_channel("private-a=b@c,d.e;f_g-h", 200).is_ok());
+        assert!(valid_channel("a b", 200).is_err());
+        assert!(valid_channel("", 200).is_err());
+        assert!(valid_channel(&"a".repeat(201), 200).is_err());
+    }
+}
