@@ -83,16 +83,51 @@ case_args() {
   esac
 }
 
+# cpu_ticks N: "busy softirq" clock ticks of CPU N so far (busy without softirq).
+cpu_ticks() {
+  awk -v cpu="cpu$1" '$1 == cpu { print $2 + $3 + $4 + $7 + $9, $8 }' /proc/stat
+}
+# proc_ticks PID: utime + stime of a process so far.
+proc_ticks() {
+  sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+# wait_quiet: waits (at most QUIET_WAIT seconds) until the machine is nearly idle, so a
+# build elsewhere does not share the pinned cores with the run.
+QUIET_WAIT=${QUIET_WAIT:-120}
+wait_quiet() {
+  local end=$((SECONDS + QUIET_WAIT)) a b
+  while [ $SECONDS -lt $end ]; do
+    a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)
+    sleep 1
+    b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)
+    [ $((b - a)) -le 10 ] && return 0 # under 5% of two cores
+  done
+  echo "machine still busy after ${QUIET_WAIT}s; running anyway" >&2
+}
+
 for case_name in $CASES; do
   for run in $(seq "$RUNS"); do
     for server in $SERVERS; do
+      wait_quiet
       start_server "$server" "$case_name"
+      read -r s_busy0 s_soft0 < <(cpu_ticks "$SERVER_CPU")
+      read -r c_busy0 _ < <(cpu_ticks "$CLIENT_CPU")
+      p0=$(proc_ticks "$PID")
       # shellcheck disable=SC2046
       line=$(taskset -c "$CLIENT_CPU" "$BIN" bench $(case_args "$case_name") \
         $(target_args "$server" "$case_name") --server-pid "$PID" --label "$server" \
         | tee /dev/stderr | tail -1) || line='{"error":"bench failed"}'
+      p1=$(proc_ticks "$PID")
+      read -r s_busy1 s_soft1 < <(cpu_ticks "$SERVER_CPU")
+      read -r c_busy1 _ < <(cpu_ticks "$CLIENT_CPU")
       stop_server
-      echo "{\"case\":\"$case_name\",\"server\":\"$server\",\"run\":$run,\"result\":$line}" >>"$OUT"
+      # Seconds of: the server process, everything else on its core (other processes),
+      # softirq on its core (loopback receive work, not charged to any process), and
+      # everything on the generator's core.
+      echo "{\"case\":\"$case_name\",\"server\":\"$server\",\"run\":$run,\
+\"server_process_cpu_s\":$(((p1 - p0))e-2),\"server_core_others_s\":$(((s_busy1 - s_busy0 - p1 + p0))e-2),\
+\"server_core_softirq_s\":$(((s_soft1 - s_soft0))e-2),\"client_core_busy_s\":$(((c_busy1 - c_busy0))e-2),\
+\"result\":$line}" >>"$OUT"
       sleep 2
     done
   done

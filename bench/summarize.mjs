@@ -60,14 +60,20 @@ const servers = [...new Set(runs.map((r) => r.server))];
 const cases = [...new Set(runs.map((r) => r.case))];
 console.log(`| case | figure | ${servers.join(' | ')} |`);
 console.log(`|---|---|${servers.map(() => '---').join('|')}|`);
+// Every case: how much else ran on the server's core (a build elsewhere, say), and the
+// loopback receive work done there in softirq (charged to no process).
+const noise = [
+  ['other processes on the server core (CPU-s)', (r, w) => w.server_core_others_s, (x) => x.toFixed(2)],
+  ['softirq on the server core (CPU-s)', (r, w) => w.server_core_softirq_s, (x) => x.toFixed(2)],
+];
 for (const c of cases) {
-  for (const [name, get, fmt] of figures[c] ?? []) {
+  for (const [name, get, fmt] of [...(figures[c] ?? []), ...noise]) {
     const cells = servers.map((s) => {
       const values = runs
         .filter((r) => r.case === c && r.server === s && r.result && !r.result.error)
         .map((r) => {
           try {
-            return get(r.result);
+            return get(r.result, r);
           } catch {
             return NaN;
           }

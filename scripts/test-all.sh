@@ -34,6 +34,9 @@ say "wspush.js library tests (node:test against the real server)"
 say "browser tests (headless Chromium via playwright-core)"
 (cd tests/browser && npm ci --no-audit --no-fund && WSPUSH_BIN="$PWD/../../target/debug/wspush" npm test)
 
+say "Pusher clients: pusher-js (node + Chromium), Laravel Echo, Node and Python SDKs"
+scripts/test-pusher.sh
+
 say "Autobahn|Testsuite against wspush serve --upstream echo"
 scripts/autobahn.sh
 

@@ -855,7 +855,6 @@ async fn the_default_app_shares_channels_with_native_clients_and_other_apps_are_
     // Presence internals never reach raw clients of the same channel.
     let (mut raw_presence, _) = connect(&server.ws("?channels=presence-r")).await;
     p.presence("presence-r", "x").await;
-    other.presence("presence-r", "y").await;
     let mut q = Pusher::connect(&server, KEY).await;
     q.presence("presence-r", "z").await;
     p.expect("pusher_internal:member_added").await;
@@ -987,4 +986,120 @@ async fn webhooks_are_signed_retried_and_cover_every_event() {
     assert_eq!(client_event["user_id"], "u1");
     assert_eq!(client_event["data"], "{\"k\":1}");
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_redis_share_events_client_events_and_presence_joins() {
+    let redis = RedisServer::start().await;
+    let node = || {
+        let url = redis.url();
+        TestServer::with(move |c| {
+            apps(c);
+            c.broker = url;
+        })
+    };
+    let (one, two) = (node().await, node().await);
+    let mut a = Pusher::connect(&one, KEY).await;
+    let mut b = Pusher::connect(&two, KEY).await;
+    assert_ne!(
+        a.socket_id, b.socket_id,
+        "socket ids are unique across nodes"
+    );
+    b.presence("presence-x", "bob").await;
+    b.subscribe("news").await;
+    let (status, _) = trigger(
+        &one,
+        json!({"name": "e", "channel": "news", "data": "across"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        b.next().await,
+        json!({"event": "e", "channel": "news", "data": "across"})
+    );
+    a.presence("presence-x", "alice").await;
+    let added = b.expect("pusher_internal:member_added").await;
+    assert_eq!(data(&added)["user_id"], "alice");
+    a.send(json!({"event": "client-hi", "channel": "presence-x", "data": {"n": 1}}))
+        .await;
+    let ev = b.expect("client-hi").await;
+    assert_eq!(
+        (ev["user_id"].as_str(), data(&ev)),
+        (Some("alice"), json!({"n": 1}))
+    );
+    // Excluding a socket of another node: only that socket is skipped.
+    trigger(
+        &two,
+        json!({"name": "x", "channel": "presence-x", "data": "1", "socket_id": a.socket_id}),
+    )
+    .await;
+    assert_eq!(b.next().await["event"], "x");
+    a.send(json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(
+        a.next().await["event"],
+        "pusher:pong",
+        "excluded on its node"
+    );
+    drop(a);
+    assert_eq!(
+        data(&b.expect("pusher_internal:member_removed").await),
+        json!({"user_id": "alice"})
+    );
+    one.shutdown().await;
+    two.shutdown().await;
+}
+
+#[tokio::test]
+async fn wss_pusher_connections_work_on_the_tls_port() {
+    use rustls::pki_types::ServerName;
+    use std::sync::Arc;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("wspush-pusher-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let server = TestServer::with(|c| {
+        apps(c);
+        c.tls_cert = Some(cert_path.clone());
+        c.tls_key = Some(key_path.clone());
+    })
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let url = format!(
+        "wss://localhost:{}/app/{KEY}?protocol=7",
+        server.addr.port()
+    );
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tls).await.unwrap();
+    use futures_util::StreamExt;
+    let first = match within("connection_established", ws.next()).await {
+        Some(Ok(Message::Text(t))) => decode(t.as_str()),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(first["event"], "pusher:connection_established");
+    ws.send(Message::text(
+        json!({"event": "pusher:subscribe", "data": {"channel": "secure"}}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let ok = match within("subscription", ws.next()).await {
+        Some(Ok(Message::Text(t))) => decode(t.as_str()),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+    server.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -124,6 +124,12 @@ pub fn run_blocking(args: Args) -> anyhow::Result<()> {
     if let Some(limit) = fd_limit {
         report.field("client_fd_limit", limit);
     }
+    // The whole generator process, connecting included (the scenario's own figure
+    // covers only its measuring window).
+    report.field(
+        "client_process_cpu_s",
+        sys::cpu_seconds(None).map(|c| round(c, 2)),
+    );
     print!("{}", report.render());
     // Dropping the tasks closes every connection.
     drop(local);

@@ -3,12 +3,13 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::auth::Grant;
 use crate::ws::close::CloseReason;
@@ -99,7 +100,9 @@ pub struct Client {
     expires: AtomicU64,
     limits: QueueLimits,
     outbox: Mutex<Outbox>,
-    wake: Notify,
+    /// The session's waker, and whether a wake-up is pending for it.
+    wake: AtomicWaker,
+    woken: AtomicBool,
 }
 
 impl Client {
@@ -119,7 +122,8 @@ impl Client {
             last_seen: AtomicU32::new(now),
             limits,
             outbox: Mutex::new(Outbox::default()),
-            wake: Notify::new(),
+            wake: AtomicWaker::new(),
+            woken: AtomicBool::new(false),
         }
     }
 
@@ -135,7 +139,7 @@ impl Client {
             out.queue = VecDeque::new();
             out.bytes = 0;
             drop(out);
-            self.wake.notify_one();
+            self.notify();
             return Pushed::Overflow;
         }
         let was_empty = out.queue.is_empty();
@@ -143,7 +147,7 @@ impl Client {
         out.bytes = bytes;
         drop(out);
         if was_empty {
-            self.wake.notify_one();
+            self.notify();
         }
         Pushed::Queued
     }
@@ -155,7 +159,7 @@ impl Client {
         if out.close.is_none() {
             out.close = Some(reason);
             drop(out);
-            self.wake.notify_one();
+            self.notify();
         }
     }
 
@@ -177,8 +181,26 @@ impl Client {
     }
 
     /// Waits until something was queued or a close was requested.
+    ///
+    /// Only the client's own session may wait (one waker slot).
     pub async fn woken(&self) {
-        self.wake.notified().await
+        std::future::poll_fn(|cx| {
+            if self.woken.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(());
+            }
+            self.wake.register(cx.waker());
+            if self.woken.swap(false, Ordering::AcqRel) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    fn notify(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.wake.wake();
     }
 
     /// Records activity from the peer.

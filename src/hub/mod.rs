@@ -193,12 +193,16 @@ impl Registry {
 
     /// Subscribes a client to a channel; false when it already was.
     pub fn subscribe(&self, client: &Arc<Client>, channel: &str) -> bool {
-        let channel: Arc<str> = Arc::from(channel);
-        if !client.add_channel(&channel) {
+        let mut shard = self.channels.shard(fnv(channel)).lock();
+        // Every subscriber shares the channel's one name allocation.
+        let name = match shard.get_key_value(channel) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(channel),
+        };
+        if !client.add_channel(&name) {
             return false;
         }
-        let mut shard = self.channels.shard(fnv(&channel)).lock();
-        shard.entry(channel).or_default().push(client.clone());
+        shard.entry(name).or_default().push(client.clone());
         self.stats.subscriptions.fetch_add(1, Relaxed);
         true
     }

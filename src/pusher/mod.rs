@@ -1,6 +1,6 @@
 //! The Pusher Channels front: pusher-js, Laravel Echo and the Pusher server SDKs work
 //! against wspush unchanged. Protocol 7 over WebSocket at `/app/{key}` (a `Session` in
-//! `Mode::Pusher`, handled by [`protocol`]), the signed HTTP API under `/apps/{id}`
+//! `Mode::Pusher`, handled by [`protocol`] and `channels`), the signed HTTP API under `/apps/{id}`
 //! ([`api`]), per-app config ([`apps`]), signatures ([`auth`]), presence and cache channels
 //! ([`presence`]) and webhooks ([`webhooks`]).
 //!
@@ -12,6 +12,7 @@
 pub mod api;
 pub mod apps;
 pub mod auth;
+mod channels;
 pub mod presence;
 pub mod protocol;
 pub mod webhooks;

@@ -23,8 +23,9 @@ use std::sync::Arc;
 
 use crate::auth::AuthError;
 use crate::http::{ApiError, AppState};
+use crate::hub::Client;
 use crate::hub::Mode;
-use crate::limits::Refused;
+use crate::limits::{Permit, Refused};
 use crate::namespace::Access;
 pub use commands::{members_json, messages_json};
 pub use session::Session;
@@ -185,49 +186,7 @@ pub async fn upgrade(
     }
     let id = client.id;
     let tracker = app.shutdown.tracker.clone();
-    tracker.spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(e) => {
-                tracing::debug!(client = %client.id, error = %e, "upgrade failed");
-                app.hub.disconnect(&client).await;
-                return;
-            }
-        };
-        // A fresh task per session keeps the upgrade's state out of its memory.
-        let tracker = &app.shutdown.tracker;
-        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let session = Session::new(parts.io.into_inner(), client, app.clone(), permit);
-                tracker.spawn(session.run(parts.read_buf));
-                return;
-            }
-            Err(upgraded) => upgraded,
-        };
-        match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
-            Ok(parts) => match UnixStream::pair() {
-                // TLS: the session speaks to one end of a socket pair, a pump task
-                // moves bytes between the other end and the TLS stream.
-                Ok((near, far)) => {
-                    let mut tls = parts.io.into_inner();
-                    tracker.spawn(async move {
-                        let mut far = far;
-                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut far).await;
-                    });
-                    let session = Session::new(near, client, app.clone(), permit);
-                    tracker.spawn(session.run(parts.read_buf));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot make a socket pair for a TLS session");
-                    app.hub.disconnect(&client).await;
-                }
-            },
-            Err(_) => {
-                tracing::error!(client = %client.id, "upgraded connection of an unknown type");
-                app.hub.disconnect(&client).await;
-            }
-        }
-    });
+    tracker.spawn(start_session(app, client, permit, on_upgrade));
 
     let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = resp.headers_mut();
@@ -248,4 +207,52 @@ pub async fn upgrade(
         );
     }
     Ok(resp)
+}
+
+/// Runs a client's session once its upgrade completes: on the TCP stream itself, or for
+/// TLS on one end of a socket pair whose other end a pump task joins to the TLS stream.
+/// Shared by every WebSocket front (raw/JSON at `/ws`, Pusher at `/app/{key}`).
+pub async fn start_session(
+    app: AppState,
+    client: Arc<Client>,
+    permit: Permit,
+    on_upgrade: OnUpgrade,
+) {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            tracing::debug!(client = %client.id, error = %e, "upgrade failed");
+            return Session::<TcpStream>::abandon(&app, &client).await;
+        }
+    };
+    // A fresh task per session keeps the upgrade's state out of its memory.
+    let tracker = app.shutdown.tracker.clone();
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let session = Session::new(parts.io.into_inner(), client, app, permit);
+            tracker.spawn(session.run(parts.read_buf));
+            return;
+        }
+        Err(upgraded) => upgraded,
+    };
+    match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+        Ok(parts) => match UnixStream::pair() {
+            Ok((near, mut far)) => {
+                let mut tls = parts.io.into_inner();
+                tracker.spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut far).await;
+                });
+                let session = Session::new(near, client, app, permit);
+                tracker.spawn(session.run(parts.read_buf));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot make a socket pair for a TLS session");
+                Session::<TcpStream>::abandon(&app, &client).await;
+            }
+        },
+        Err(_) => {
+            tracing::error!(client = %client.id, "upgraded connection of an unknown type");
+            Session::<TcpStream>::abandon(&app, &client).await;
+        }
+    }
 }

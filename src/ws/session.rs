@@ -73,10 +73,17 @@ impl<T: Transport> Session<T> {
     pub async fn run(mut self, leftover: Bytes) {
         let end = self.serve(leftover).await;
         tracing::debug!(client = %self.client.id, ?end, "session ends");
-        self.finish(end).await;
-        self.app.hub.disconnect(&self.client).await;
-        if self.client.mode == Mode::Pusher {
-            crate::pusher::protocol::closed(&self.app, &self.client).await;
+        // Futures used once or rarely are boxed: an idle session's task stays small.
+        Box::pin(self.finish(end)).await;
+        Box::pin(Self::abandon(&self.app, &self.client)).await;
+    }
+
+    /// Forgets a client whose connection ended (or never started): the hub's indexes,
+    /// presence, and the protocol front's own state.
+    pub async fn abandon(app: &AppState, client: &Arc<Client>) {
+        app.hub.disconnect(client).await;
+        if client.mode == Mode::Pusher {
+            crate::pusher::protocol::closed(app, client).await;
         }
     }
 
@@ -84,13 +91,15 @@ impl<T: Transport> Session<T> {
         if !leftover.is_empty() {
             let mut events = Vec::new();
             let decoded = self.decoder.feed(&mut leftover.to_vec(), &mut events);
-            if let Some(end) = self.handle(events).await {
+            if let Some(end) = Box::pin(self.handle(events)).await {
                 return end;
             }
             if let Err(reason) = decoded {
                 return End::Close(reason);
             }
         }
+        // The leftover may be a slice of hyper's whole read buffer: let it go.
+        drop(leftover);
         loop {
             // Frames pushed while the socket was backed up raised no new wake-up: take them.
             if self.pending.is_empty() {
@@ -108,7 +117,8 @@ impl<T: Transport> Session<T> {
                     if ready.is_err() {
                         return End::Gone;
                     }
-                    if let Some(end) = self.read().await {
+                    // Boxed: only a connection with data in flight holds read state.
+                    if let Some(end) = Box::pin(self.read()).await {
                         return end;
                     }
                 }
@@ -189,15 +199,19 @@ impl<T: Transport> Session<T> {
                 Incoming::Close(code) => return Some(End::ClientClosed(code)),
             };
             if self.client.mode == Mode::Pusher {
-                if let Some(reason) =
-                    crate::pusher::protocol::handle(&self.app, &self.client, payload).await
+                if let Some(reason) = Box::pin(crate::pusher::protocol::handle(
+                    &self.app,
+                    &self.client,
+                    payload,
+                ))
+                .await
                 {
                     return Some(End::Close(reason));
                 }
                 continue;
             }
             if self.client.mode == Mode::Json {
-                if let Some(end) = self.command(payload).await {
+                if let Some(end) = Box::pin(self.command(payload)).await {
                     return Some(end);
                 }
                 continue;
@@ -213,7 +227,7 @@ impl<T: Transport> Session<T> {
                 self.pending.push_back(payload.raw_frame());
                 continue;
             }
-            if let Some(reply) = upstream.handle(self.client.id, &payload).await {
+            if let Some(reply) = Box::pin(upstream.handle(self.client.id, &payload)).await {
                 self.pending.push_back(reply.raw_frame());
             }
         }

@@ -4,16 +4,31 @@
 
 use std::future::Future;
 use std::io::{self, IoSlice};
+use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
 /// A socket with readiness waits and non-blocking reads and writes.
+///
+/// Readiness is polled through the socket's single reader/writer waker slots (not the
+/// `readable()` waiter lists): polling them replaces whatever waker was left there by the
+/// HTTP connection task that did the upgrade, so that finished task is freed instead of
+/// being kept alive (about 5 KiB per idle connection) by a stale waker.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
+    /// Polls until a read may make progress.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Polls until a write may make progress.
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
     /// Waits until a read may make progress.
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        std::future::poll_fn(|cx| self.poll_read_ready(cx))
+    }
     /// Waits until a write may make progress.
-    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        std::future::poll_fn(|cx| self.poll_write_ready(cx))
+    }
     /// Reads what is there without waiting.
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
     /// Writes what fits without waiting.
@@ -23,11 +38,11 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
 macro_rules! transport {
     ($t:ty) => {
         impl Transport for $t {
-            fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-                <$t>::readable(self)
+            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$t>::poll_read_ready(self, cx)
             }
-            fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
-                <$t>::writable(self)
+            fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$t>::poll_write_ready(self, cx)
             }
             fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
                 <$t>::try_read(self, buf)

@@ -1,0 +1,363 @@
+//! What a Pusher connection does with channels: subscribe (with channel auth, presence
+//! and cache replay), unsubscribe, leave on disconnect, sign in, and client events.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use super::presence::Join;
+use super::protocol::error_event;
+use super::{auth, frame, kind_of, socket_id, valid_channel, Kind, Pusher, Tenant};
+use crate::broker::Position;
+use crate::hub::{Client, Event, Message, Payload};
+
+/// Why a subscription is refused: `type`, `error`, `status` of `pusher:subscription_error`.
+type Refusal = (&'static str, String, u16);
+
+fn auth_error(message: &str) -> Refusal {
+    ("AuthError", message.to_string(), 401)
+}
+
+fn subscription_error(pusher: &Pusher, client: &Client, channel: &str, refusal: Refusal) {
+    let (kind, error, status) = refusal;
+    let data = json!({ "type": kind, "error": error, "status": status });
+    let f = frame("pusher:subscription_error", Some(channel), data);
+    pusher.hub.registry().push_frame(client, f);
+}
+
+/// A presence member: user id and info.
+type Member = (String, Value);
+
+/// Checks the subscription's signature; the presence member it declares.
+fn authorize(
+    pusher: &Pusher,
+    client: &Client,
+    tenant: &Tenant,
+    channel: &str,
+    data: &Value,
+) -> Result<Option<Member>, Refusal> {
+    let app = &tenant.app;
+    let sid = socket_id(client.id);
+    let auth = data["auth"].as_str().unwrap_or_default();
+    let signed =
+        |cd: Option<&str>| auth::channel_auth_ok(&app.key, &app.secret, &sid, channel, cd, auth);
+    match kind_of(channel).0 {
+        Kind::Public => Ok(None),
+        Kind::Private | Kind::Encrypted if signed(None) => Ok(None),
+        Kind::Private | Kind::Encrypted => Err(auth_error(
+            "Invalid signature: expected HMAC-SHA256 of socket_id:channel with the app secret",
+        )),
+        Kind::Presence => {
+            let cd = data["channel_data"]
+                .as_str()
+                .ok_or_else(|| auth_error("presence channels need channel_data"))?;
+            if !signed(Some(cd)) {
+                return Err(auth_error("Invalid signature: expected HMAC-SHA256 of socket_id:channel:channel_data with the app secret"));
+            }
+            let parsed: Value = serde_json::from_str(cd).unwrap_or(Value::Null);
+            let user_id = match &parsed["user_id"] {
+                Value::String(s) if !s.is_empty() => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => return Err(auth_error("channel_data needs a user_id")),
+            };
+            let info = parsed.get("user_info").cloned().unwrap_or(Value::Null);
+            if info.to_string().len() > app.limits.max_presence_user_info_size {
+                return Err(("LimitReached", "user_info is too large".into(), 413));
+            }
+            Ok(Some((user_id, info)))
+        }
+        Kind::User => {
+            let user = pusher.with_conn(client.id, |c| c.user.clone()).flatten();
+            let wanted = channel.strip_prefix("#server-to-user-").unwrap_or_default();
+            if user.as_deref() == Some(wanted) {
+                Ok(None)
+            } else {
+                Err(auth_error("sign in as this user first (pusher:signin)"))
+            }
+        }
+    }
+}
+
+/// `pusher:subscribe`.
+pub(super) async fn subscribe(
+    pusher: &Arc<Pusher>,
+    client: &Arc<Client>,
+    tenant: &Arc<Tenant>,
+    data: Value,
+) {
+    let registry = pusher.hub.registry();
+    let Some(channel) = data["channel"].as_str() else {
+        registry.push_frame(
+            client,
+            error_event(None, "pusher:subscribe needs data.channel"),
+        );
+        return;
+    };
+    let limits = &tenant.app.limits;
+    if let Err(e) = valid_channel(channel, limits.max_channel_name_length) {
+        let refusal = ("InvalidChannel", e, 400);
+        return subscription_error(pusher, client, channel, refusal);
+    }
+    let member = match authorize(pusher, client, tenant, channel, &data) {
+        Ok(member) => member,
+        Err(refusal) => return subscription_error(pusher, client, channel, refusal),
+    };
+    let cache = kind_of(channel).1;
+    let hub_channel = tenant.hub_channel(channel);
+    let succeeded = |data: String| {
+        let f = frame(
+            "pusher_internal:subscription_succeeded",
+            Some(channel),
+            data.into(),
+        );
+        registry.push_frame(client, f);
+    };
+    // Membership and the reply are made when the subscription takes effect (in the
+    // channel's delivery order), so no member_added falls between the snapshot and live.
+    let joined: Mutex<Option<bool>> = Mutex::new(None);
+    let max_members = limits.max_presence_members;
+    let ready = Box::new(|_: &Position| {
+        let data = match &member {
+            None => "{}".to_string(),
+            Some((user_id, info)) => {
+                let join =
+                    pusher
+                        .rooms
+                        .join(&hub_channel, client.id, user_id, info.clone(), max_members);
+                match join {
+                    Join::Joined { new_user, snapshot } => {
+                        *joined.lock() = Some(new_user);
+                        snapshot.to_string()
+                    }
+                    Join::Full => return,
+                }
+            }
+        };
+        succeeded(data);
+        if cache {
+            let f = match pusher.rooms.cached(&hub_channel) {
+                Some(payload) => Message::new(Arc::from(hub_channel.as_str()), 0, payload)
+                    .pusher_frame()
+                    .clone(),
+                None => frame("pusher:cache_miss", Some(channel), Value::Null),
+            };
+            registry.push_frame(client, f);
+        }
+    });
+    if client.is_subscribed(&hub_channel) {
+        // Pusher answers a repeated subscribe like the first one.
+        ready(&Position {
+            offset: 0,
+            epoch: Arc::from(""),
+        });
+        return;
+    }
+    if let Err(e) = pusher
+        .hub
+        .subscribe(client, &hub_channel, None, ready)
+        .await
+    {
+        return subscription_error(pusher, client, channel, ("ServerError", e.to_string(), 503));
+    }
+    let new_user = joined.into_inner();
+    if member.is_some() && new_user.is_none() {
+        pusher.hub.unsubscribe(client, &hub_channel).await;
+        let refusal = ("LimitReached", "presence channel is full".to_string(), 403);
+        return subscription_error(pusher, client, channel, refusal);
+    }
+    pusher.with_conn(client.id, |c| c.channels.push(Arc::from(channel)));
+    if registry.subscriber_count(&hub_channel) == 1 {
+        pusher.webhooks.emit(
+            tenant,
+            json!({ "name": "channel_occupied", "channel": channel }),
+        );
+    }
+    if cache && pusher.rooms.cached(&hub_channel).is_none() {
+        pusher
+            .webhooks
+            .emit(tenant, json!({ "name": "cache_miss", "channel": channel }));
+    }
+    if let (Some(true), Some((user_id, info))) = (new_user, &member) {
+        let data = json!({ "user_id": user_id, "user_info": info }).to_string();
+        let event = Event {
+            name: "pusher_internal:member_added".into(),
+            exclude: Some(client.id),
+            user_id: None,
+        };
+        if let Err(e) = pusher
+            .publish(tenant, channel, event, Payload::text(data))
+            .await
+        {
+            tracing::warn!(%channel, error = %e, "member_added lost");
+        }
+        let hook = json!({ "name": "member_added", "channel": channel, "user_id": user_id });
+        pusher.webhooks.emit(tenant, hook);
+    }
+}
+
+/// `pusher:unsubscribe`.
+pub(super) async fn unsubscribe(
+    pusher: &Arc<Pusher>,
+    client: &Arc<Client>,
+    tenant: &Arc<Tenant>,
+    channel: &str,
+) {
+    if !pusher
+        .hub
+        .unsubscribe(client, &tenant.hub_channel(channel))
+        .await
+    {
+        return;
+    }
+    pusher.with_conn(client.id, |c| c.channels.retain(|n| &**n != channel));
+    left(pusher, client, tenant, channel).await;
+}
+
+/// After a connection left a channel: presence `member_removed`, `channel_vacated`.
+pub(super) async fn left(
+    pusher: &Arc<Pusher>,
+    client: &Client,
+    tenant: &Arc<Tenant>,
+    channel: &str,
+) {
+    let hub_channel = tenant.hub_channel(channel);
+    if kind_of(channel).0 == Kind::Presence {
+        if let Some(user_id) = pusher.rooms.leave(&hub_channel, client.id) {
+            let data = json!({ "user_id": user_id }).to_string();
+            let event = Event {
+                name: "pusher_internal:member_removed".into(),
+                exclude: Some(client.id),
+                user_id: None,
+            };
+            if let Err(e) = pusher
+                .publish(tenant, channel, event, Payload::text(data))
+                .await
+            {
+                tracing::warn!(%channel, error = %e, "member_removed lost");
+            }
+            let hook = json!({ "name": "member_removed", "channel": channel, "user_id": user_id });
+            pusher.webhooks.emit(tenant, hook);
+        }
+    }
+    if pusher.hub.registry().subscriber_count(&hub_channel) == 0 {
+        pusher.webhooks.emit(
+            tenant,
+            json!({ "name": "channel_vacated", "channel": channel }),
+        );
+    }
+}
+
+/// `pusher:signin`: checks `auth` over `socket_id::user::user_data`, then the connection
+/// is that user (for `#server-to-user-{id}` and terminate).
+pub(super) fn signin(
+    pusher: &Arc<Pusher>,
+    client: &Arc<Client>,
+    tenant: &Arc<Tenant>,
+    data: Value,
+) {
+    let registry = pusher.hub.registry();
+    let auth = data["auth"].as_str().unwrap_or_default();
+    let user_data = data["user_data"].as_str().unwrap_or_default();
+    let app = &tenant.app;
+    if !auth::user_auth_ok(
+        &app.key,
+        &app.secret,
+        &socket_id(client.id),
+        user_data,
+        auth,
+    ) {
+        registry.push_frame(
+            client,
+            error_event(Some(4009), "Invalid signature for pusher:signin"),
+        );
+        return;
+    }
+    let parsed: Value = serde_json::from_str(user_data).unwrap_or(Value::Null);
+    let Some(id) = parsed["id"].as_str().filter(|s| !s.is_empty()) else {
+        let e = error_event(Some(4009), "user_data needs a non-empty string id");
+        registry.push_frame(client, e);
+        return;
+    };
+    let id: Arc<str> = Arc::from(id);
+    pusher.with_conn(client.id, |c| c.user = Some(id));
+    let data = json!({ "user_data": user_data }).to_string();
+    registry.push_frame(client, frame("pusher:signin_success", None, data.into()));
+}
+
+/// A `client-*` event: only when the app allows them, on a private or presence channel the
+/// sender joined, within the rate limit; never echoed to the sender.
+pub(super) async fn client_event(
+    pusher: &Arc<Pusher>,
+    client: &Arc<Client>,
+    tenant: &Arc<Tenant>,
+    name: &str,
+    channel: Option<String>,
+    data: Value,
+) {
+    let registry = pusher.hub.registry();
+    let refuse = |code: Option<u16>, msg: &str| {
+        registry.push_frame(client, error_event(code, msg));
+    };
+    let app = &tenant.app;
+    if !app.client_events {
+        return refuse(Some(4301), "Client events are not enabled for this app");
+    }
+    let Some(channel) = channel else {
+        return refuse(None, "a client event needs a channel");
+    };
+    let kind = kind_of(&channel).0;
+    if !matches!(kind, Kind::Private | Kind::Presence) {
+        return refuse(
+            None,
+            "client events are only allowed on private and presence channels",
+        );
+    }
+    let hub_channel = tenant.hub_channel(&channel);
+    if !client.is_subscribed(&hub_channel) {
+        return refuse(
+            None,
+            "subscribe to the channel before sending client events",
+        );
+    }
+    if name.len() > app.limits.max_event_name_length {
+        return refuse(None, "event name too long");
+    }
+    let payload = Payload::from_json(&data);
+    if payload.data.len() > app.limits.max_payload_size {
+        return refuse(None, "event data too large");
+    }
+    let rate = app.limits.client_events_per_second;
+    if pusher.with_conn(client.id, |c| c.take_token(rate)) != Some(true) {
+        registry.stats.rate_limited.fetch_add(1, Relaxed);
+        return refuse(Some(4301), "Client event rejected: over the rate limit");
+    }
+    let user_id = match kind {
+        Kind::Presence => pusher.rooms.user_of(&hub_channel, client.id),
+        _ => None,
+    };
+    let event = Event {
+        name: name.into(),
+        exclude: Some(client.id),
+        user_id: user_id.as_deref().map(Arc::from),
+    };
+    if let Err(e) = pusher.publish(tenant, &channel, event, payload).await {
+        return refuse(None, &format!("not delivered: {e}"));
+    }
+    let data = match data {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let mut hook = json!({
+        "name": "client_event",
+        "channel": channel,
+        "event": name,
+        "data": data,
+        "socket_id": socket_id(client.id),
+    });
+    if let Some(user_id) = user_id {
+        hook["user_id"] = user_id.into();
+    }
+    pusher.webhooks.emit(tenant, hook);
+}
