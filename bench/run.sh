@@ -49,8 +49,8 @@ start_server() {
     [ -n "$ADDR" ] && break
     sleep 0.1
   done
+  [ -n "$ADDR" ] || { echo "$1 did not start:" >&2; cat "$log" >&2; kill "$PID" 2>/dev/null; exit 1; }
   rm -f "$log"
-  [ -n "$ADDR" ] || { echo "$1 did not start" >&2; kill "$PID"; exit 1; }
 }
 
 stop_server() {

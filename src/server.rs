@@ -48,13 +48,14 @@ pub async fn run(
     let namespaces = Arc::new(Namespaces::new(config.namespaces.clone()));
     let redis_urls = config.redis_urls();
     let (registry, broker): (Arc<Registry>, Arc<dyn Broker>) = if redis_urls.is_empty() {
-        let registry = Arc::new(Registry::new(limits));
+        let registry = Arc::new(Registry::new(limits).coalescing(config.write_coalesce_ms));
         (
             registry.clone(),
             Arc::new(Memory::new(registry, namespaces.clone())),
         )
     } else {
-        let registry = Arc::new(Registry::for_node(limits, node_id()));
+        let registry =
+            Arc::new(Registry::for_node(limits, node_id()).coalescing(config.write_coalesce_ms));
         let redis = Redis::connect(&redis_urls, registry.clone(), namespaces.clone())
             .await
             .map_err(|e| {
@@ -92,6 +93,17 @@ pub async fn run(
     };
     let router = http::router(state);
 
+    let flusher = registry.coalescer.enabled().then(|| {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(registry.coalescer.period());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                registry.coalescer.tick();
+            }
+        })
+    });
     let sweeper = {
         let registry = registry.clone();
         let (interval, timeout) = (config.ping_interval, config.ping_timeout);
@@ -157,6 +169,11 @@ pub async fn run(
     drop(listener);
     stop.token.cancel();
     sweeper.abort();
+    if let Some(flusher) = flusher {
+        // Wake whatever is deferred so queued messages go out before the close frames.
+        flusher.abort();
+        registry.coalescer.tick();
+    }
     registry.close_all(CloseReason::GoingAway);
     let grace = Duration::from_secs(config.shutdown_grace);
     if stop.drain(grace).await {

@@ -100,6 +100,10 @@ pub struct Client {
     expires: AtomicU64,
     limits: QueueLimits,
     outbox: Mutex<Outbox>,
+    /// When the session was last woken for fan-out (coarse ms, see `Coalescer`), and
+    /// whether it waits in the coalescer's list.
+    pub(crate) last_wake: AtomicU32,
+    pub(crate) deferred: AtomicBool,
     /// The session's waker, and whether a wake-up is pending for it.
     wake: AtomicWaker,
     woken: AtomicBool,
@@ -122,6 +126,8 @@ impl Client {
             last_seen: AtomicU32::new(now),
             limits,
             outbox: Mutex::new(Outbox::default()),
+            last_wake: AtomicU32::new(0),
+            deferred: AtomicBool::new(false),
             wake: AtomicWaker::new(),
             woken: AtomicBool::new(false),
         }
@@ -129,9 +135,19 @@ impl Client {
 
     /// Queues a frame; wakes the session when the outbox was empty.
     pub fn push(&self, frame: Bytes) -> Pushed {
+        let (pushed, wake) = self.push_quiet(frame);
+        if wake {
+            self.notify();
+        }
+        pushed
+    }
+
+    /// Queues a frame without waking the session; true when it needs a wake-up (the
+    /// outbox was empty). An overflow still wakes it at once, to close.
+    pub(crate) fn push_quiet(&self, frame: Bytes) -> (Pushed, bool) {
         let mut out = self.outbox.lock();
         if out.close.is_some() {
-            return Pushed::Closed;
+            return (Pushed::Closed, false);
         }
         let bytes = out.bytes.saturating_add(frame.len() as u32);
         if out.queue.len() as u32 >= self.limits.max_frames || bytes > self.limits.max_bytes {
@@ -140,16 +156,12 @@ impl Client {
             out.bytes = 0;
             drop(out);
             self.notify();
-            return Pushed::Overflow;
+            return (Pushed::Overflow, false);
         }
         let was_empty = out.queue.is_empty();
         out.queue.push_back(frame);
         out.bytes = bytes;
-        drop(out);
-        if was_empty {
-            self.notify();
-        }
-        Pushed::Queued
+        (Pushed::Queued, was_empty)
     }
 
     /// Asks the session to close with `reason` once what is queued is written.
@@ -198,7 +210,7 @@ impl Client {
         .await
     }
 
-    fn notify(&self) {
+    pub(crate) fn notify(&self) {
         self.woken.store(true, Ordering::Release);
         self.wake.wake();
     }

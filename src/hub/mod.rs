@@ -2,6 +2,7 @@
 //! routes every publish through the broker. Knows nothing about sockets or JSON.
 
 pub mod client;
+mod coalesce;
 pub mod message;
 mod stats;
 
@@ -21,6 +22,7 @@ use crate::namespace::Namespaces;
 use crate::ws::close::CloseReason;
 use crate::ws::frame;
 pub use client::{Client, ClientId, Mode, Pushed, QueueLimits};
+pub use coalesce::Coalescer;
 pub use message::{Event, Kind, Message, Payload};
 pub use stats::Stats;
 
@@ -67,6 +69,8 @@ pub struct Registry {
     ping: Bytes,
     /// Counters.
     pub stats: Stats,
+    /// Deferred fan-out wake-ups.
+    pub coalescer: Coalescer,
 }
 
 impl Registry {
@@ -88,6 +92,7 @@ impl Registry {
             limits,
             ping: frame::encode(frame::OP_PING, b""),
             stats: Stats::default(),
+            coalescer: Coalescer::new(0),
         }
     }
 
@@ -267,7 +272,7 @@ impl Registry {
                 for client in shard.lock().values() {
                     // Pusher connections belong to apps; `*` is not one of their channels.
                     if client.mode != Mode::Pusher {
-                        self.push_message(client, msg);
+                        self.fan_out(client, msg);
                     }
                 }
             }
@@ -281,15 +286,43 @@ impl Registry {
                 let (exclude, pusher_only) = (msg.payload.excluded(), msg.payload.pusher_only());
                 for client in subs {
                     if Some(client.id) != exclude && (!pusher_only || client.mode == Mode::Pusher) {
-                        self.push_message(client, msg);
+                        self.fan_out(client, msg);
                     }
                 }
                 return;
             }
             for client in subs {
-                self.push_message(client, msg);
+                self.fan_out(client, msg);
             }
         }
+    }
+
+    /// The fan-out push: queue the frame, wake the session through the coalescer.
+    fn fan_out(&self, client: &Arc<Client>, msg: &Message) {
+        let frame = match client.mode {
+            Mode::Raw => msg.raw_frame(),
+            Mode::Json => msg.json_frame(),
+            Mode::Pusher => msg.pusher_frame(),
+        };
+        let (pushed, wake) = client.push_quiet(frame.clone());
+        self.count(pushed);
+        if wake {
+            self.coalescer.wake(client);
+        }
+    }
+
+    fn count(&self, pushed: Pushed) {
+        match pushed {
+            Pushed::Queued => self.stats.delivered.fetch_add(1, Relaxed),
+            Pushed::Overflow => self.stats.slow_disconnects.fetch_add(1, Relaxed),
+            Pushed::Closed => self.stats.dropped_closing.fetch_add(1, Relaxed),
+        };
+    }
+
+    /// Turns on write coalescing over `window_ms` (see `Coalescer`).
+    pub fn coalescing(mut self, window_ms: u32) -> Self {
+        self.coalescer = Coalescer::new(window_ms);
+        self
     }
 
     /// Queues a message for one client in its wire format.
@@ -340,11 +373,7 @@ impl Registry {
     /// Queues a frame for one client, counting the outcome.
     pub fn push_frame(&self, client: &Client, frame: Bytes) -> Pushed {
         let pushed = client.push(frame);
-        match pushed {
-            Pushed::Queued => self.stats.delivered.fetch_add(1, Relaxed),
-            Pushed::Overflow => self.stats.slow_disconnects.fetch_add(1, Relaxed),
-            Pushed::Closed => self.stats.dropped_closing.fetch_add(1, Relaxed),
-        };
+        self.count(pushed);
         pushed
     }
 
