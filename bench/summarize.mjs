@@ -9,7 +9,8 @@ if (!file) {
   process.exit(64);
 }
 const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l.trim());
-const runs = lines.map((l) => JSON.parse(l));
+// (Lines from an early run.sh have empty noise fields: read them as null.)
+const runs = lines.map((l) => JSON.parse(l.replaceAll('":,', '":null,')));
 
 const M = (x) => (x / 1e6).toFixed(2) + ' M';
 const k = (x) => (x / 1e3).toFixed(1) + ' k';

@@ -32,7 +32,7 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Permit {
     _total: OwnedSemaphorePermit,
-    ip: Option<(IpAddr, ByIp)>,
+    ip: Option<Box<(IpAddr, ByIp)>>,
 }
 
 impl Limits {
@@ -66,14 +66,15 @@ impl Limits {
         *n += 1;
         Ok(Permit {
             _total: total,
-            ip: Some((ip, self.by_ip.clone())),
+            ip: Some(Box::new((ip, self.by_ip.clone()))),
         })
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let Some((ip, by_ip)) = &self.ip {
+        if let Some(entry) = &self.ip {
+            let (ip, by_ip) = &**entry;
             let mut by_ip = by_ip.lock();
             if let Some(n) = by_ip.get_mut(ip) {
                 *n -= 1;

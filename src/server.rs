@@ -77,7 +77,7 @@ pub async fn run(
     } else {
         console
     };
-    let state = AppState {
+    let state = AppState::new(crate::http::Shared {
         hub: hub.clone(),
         upstream: Arc::new(Upstream::new(config.upstream.clone(), hub.clone(), console)),
         config: config.clone(),
@@ -90,7 +90,7 @@ pub async fn run(
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
             .map(Arc::new),
         pusher: Arc::new(crate::pusher::Pusher::new(&config, hub.clone())),
-    };
+    });
     let router = http::router(state);
 
     let flusher = registry.coalescer.enabled().then(|| {

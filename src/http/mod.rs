@@ -31,9 +31,27 @@ const WSPUSH_MJS: &str = concat!(
     "\nexport const connect = globalThis.wspush.connect;\nexport default globalThis.wspush;\n"
 );
 
-/// Everything a request handler or session may need; cheap to clone.
+/// Everything a request handler or session may need: one shared allocation, so a
+/// clone (one per request and per session) is a single pointer.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// Shares `state`.
+    pub fn new(state: Shared) -> Self {
+        AppState(Arc::new(state))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What `AppState` holds.
+pub struct Shared {
     /// The hub.
     pub hub: Hub,
     /// Validated configuration.

@@ -99,6 +99,17 @@ impl Decoder {
         }
     }
 
+    /// Takes bytes that arrived before the session started (read along with the
+    /// handshake); the next `feed` decodes them first.
+    pub fn preload(&mut self, bytes: &[u8]) {
+        self.partial.extend_from_slice(bytes);
+    }
+
+    /// True when bytes wait to be decoded.
+    pub fn has_pending(&self) -> bool {
+        !self.partial.is_empty()
+    }
+
     /// Feeds bytes read from the socket (unmasked in place); complete events are
     /// appended to `out`. An error says how the connection must be closed; events
     /// decoded before the error are still in `out`.

@@ -71,7 +71,11 @@ impl<T: Transport> Session<T> {
 
     /// Serves the connection until it closes, then unregisters the client.
     pub async fn run(mut self, leftover: Bytes) {
-        let end = self.serve(leftover).await;
+        // Keep no handshake leftovers in the session's state: the decoder holds them
+        // until the first decode (and the slice may pin hyper's whole read buffer).
+        self.decoder.preload(&leftover);
+        drop(leftover);
+        let end = self.serve().await;
         tracing::debug!(client = %self.client.id, ?end, "session ends");
         // Futures used once or rarely are boxed: an idle session's task stays small.
         Box::pin(self.finish(end)).await;
@@ -87,10 +91,10 @@ impl<T: Transport> Session<T> {
         }
     }
 
-    async fn serve(&mut self, leftover: Bytes) -> End {
-        if !leftover.is_empty() {
+    async fn serve(&mut self) -> End {
+        if self.decoder.has_pending() {
             let mut events = Vec::new();
-            let decoded = self.decoder.feed(&mut leftover.to_vec(), &mut events);
+            let decoded = self.decoder.feed(&mut [], &mut events);
             if let Some(end) = Box::pin(self.handle(events)).await {
                 return end;
             }
@@ -98,8 +102,6 @@ impl<T: Transport> Session<T> {
                 return End::Close(reason);
             }
         }
-        // The leftover may be a slice of hyper's whole read buffer: let it go.
-        drop(leftover);
         loop {
             // Frames pushed while the socket was backed up raised no new wake-up: take them.
             if self.pending.is_empty() {
