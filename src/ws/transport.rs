@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio::net::{TcpStream, UnixStream};
 
 /// A socket with readiness waits and non-blocking reads and writes.
@@ -45,7 +45,25 @@ macro_rules! transport {
                 <$t>::poll_write_ready(self, cx)
             }
             fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-                <$t>::try_read(self, buf)
+                // A short read means the socket is drained: clear its readiness now (by
+                // reporting WouldBlock to `try_io`) instead of paying one more read
+                // syscall that returns EAGAIN. Readiness that arrives after the read has
+                // a newer tick and is not cleared, so no wake-up is lost.
+                let mut got = 0;
+                let len = buf.len();
+                let read = <$t>::try_io(self, Interest::READABLE, || {
+                    let n = <$t>::try_read(self, buf)?;
+                    got = n;
+                    if n > 0 && n < len {
+                        Err(io::ErrorKind::WouldBlock.into())
+                    } else {
+                        Ok(n)
+                    }
+                });
+                match read {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+                    other => other,
+                }
             }
             fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
                 <$t>::try_write_vectored(self, bufs)
