@@ -50,6 +50,17 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// A grant naming only a user (no channels, no expiry), to bind a connection that
+    /// authenticated otherwise (e.g. Pusher sign-in) to a user.
+    pub fn for_user(user: Arc<str>) -> Self {
+        Grant {
+            user,
+            exp: 0,
+            subscribe: Vec::new(),
+            publish: Vec::new(),
+        }
+    }
+
     /// True when the token allows `access` on `channel` (publishing implies subscribing).
     pub fn allows(&self, channel: &str, access: Access) -> bool {
         let any = |list: &[Pattern]| list.iter().any(|p| p.matches(channel));

@@ -1103,3 +1103,233 @@ async fn wss_pusher_connections_work_on_the_tls_port() {
     server.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Signs `p` in as `id` and checks `pusher:signin_success`.
+async fn sign_in(p: &mut Pusher, id: &str) {
+    let user_data = json!({ "id": id }).to_string();
+    let sig = auth::sign(
+        SECRET,
+        format!("{}::user::{user_data}", p.socket_id).as_bytes(),
+    );
+    p.send(json!({"event": "pusher:signin", "data": {"auth": format!("{KEY}:{sig}"), "user_data": user_data}}))
+        .await;
+    assert_eq!(p.next().await["event"], "pusher:signin_success");
+}
+
+async fn api_get(server: &TestServer, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
+    signed(server, "GET", path, params, None, (KEY, SECRET)).await
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_redis_share_members_counts_terminate_and_send_each_webhook_once() {
+    let redis = RedisServer::start().await;
+    // A webhook receiver answering 200 to everything; forwards each event.
+    let (tx, mut hooks) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let tx = tx.clone();
+            async move {
+                let v: Value = serde_json::from_str(&body).unwrap();
+                for e in v["events"].as_array().unwrap() {
+                    let _ = tx.send(e.clone());
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    let node = || {
+        let (url, hook_url) = (redis.url(), hook_url.clone());
+        TestServer::with(move |c| {
+            let mut app = parse_flag(&format!("1:{KEY}:{SECRET}")).unwrap();
+            app.client_events = true;
+            app.webhooks = vec![Webhook {
+                url: hook_url,
+                events: vec![],
+                batch_ms: 0,
+            }];
+            c.apps = vec![app];
+            c.broker = url;
+        })
+    };
+    let (one, two) = (node().await, node().await);
+
+    // 1. Presence members: the snapshot, member_added and the users API span both nodes.
+    let mut a = Pusher::connect(&one, KEY).await;
+    a.subscribe("news").await;
+    let ok = a.presence("presence-r", "alice").await;
+    assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+    assert_eq!(
+        data(&ok),
+        json!({"presence": {"count": 1, "ids": ["alice"], "hash": {"alice": {"name": "alice"}}}})
+    );
+    let mut b = Pusher::connect(&two, KEY).await;
+    let ok = b.presence("presence-r", "bob").await;
+    assert_eq!(
+        data(&ok),
+        json!({"presence": {"count": 2, "ids": ["alice", "bob"],
+            "hash": {"alice": {"name": "alice"}, "bob": {"name": "bob"}}}})
+    );
+    let added = a.next().await;
+    assert_eq!(added["event"], "pusher_internal:member_added");
+    assert_eq!(
+        data(&added),
+        json!({"user_id": "bob", "user_info": {"name": "bob"}})
+    );
+    // Alice's second connection, on the other node: not a new member anywhere.
+    let mut a2 = Pusher::connect(&two, KEY).await;
+    let ok = a2.presence("presence-r", "alice").await;
+    assert_eq!(data(&ok)["presence"]["count"], 2);
+    let (status, _) = trigger(
+        &one,
+        json!({"name": "mark", "channel": "presence-r", "data": "1"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(a.next().await["event"], "mark", "no member_added for alice");
+    assert_eq!(b.next().await["event"], "mark", "no member_added for alice");
+    for server in [&one, &two] {
+        assert_eq!(
+            api_get(server, "/apps/1/channels/presence-r/users", &[]).await,
+            (200, json!({"users": [{"id": "alice"}, {"id": "bob"}]}))
+        );
+    }
+
+    // 3. Occupancy: counts and the channel list span both nodes.
+    for server in [&one, &two] {
+        assert_eq!(
+            api_get(
+                server,
+                "/apps/1/channels/presence-r",
+                &[("info", "user_count,subscription_count")]
+            )
+            .await,
+            (
+                200,
+                json!({"occupied": true, "user_count": 2, "subscription_count": 3})
+            )
+        );
+        assert_eq!(
+            api_get(server, "/apps/1/channels", &[]).await,
+            (200, json!({"channels": {"news": {}, "presence-r": {}}}))
+        );
+        assert_eq!(
+            api_get(
+                server,
+                "/apps/1/channels",
+                &[("filter_by_prefix", "presence-"), ("info", "user_count")]
+            )
+            .await,
+            (200, json!({"channels": {"presence-r": {"user_count": 2}}}))
+        );
+    }
+    let (status, body) = trigger(
+        &two,
+        json!({"name": "n", "channel": "news", "data": "1", "info": "subscription_count"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"channels": {"news": {"subscription_count": 1}}})
+        )
+    );
+    assert_eq!(a.next().await["event"], "n");
+
+    // member_removed only when the user's last connection, on any node, leaves.
+    drop(a);
+    within("node one to record the leave", async {
+        loop {
+            let (_, v) = api_get(
+                &one,
+                "/apps/1/channels/presence-r",
+                &[("info", "subscription_count")],
+            )
+            .await;
+            if v["subscription_count"] == 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    trigger(
+        &one,
+        json!({"name": "mark2", "channel": "presence-r", "data": "1"}),
+    )
+    .await;
+    assert_eq!(b.next().await["event"], "mark2", "alice is still in");
+    drop(a2);
+    assert_eq!(
+        data(&b.expect("pusher_internal:member_removed").await),
+        json!({"user_id": "alice"})
+    );
+    assert_eq!(
+        api_get(&one, "/apps/1/channels/presence-r/users", &[]).await,
+        (200, json!({"users": [{"id": "bob"}]}))
+    );
+
+    // 2. terminate_connections reaches the user's connections on both nodes.
+    let mut c = Pusher::connect(&one, KEY).await;
+    let mut d = Pusher::connect(&two, KEY).await;
+    sign_in(&mut c, "u9").await;
+    sign_in(&mut d, "u9").await;
+    let (status, body) = signed(
+        &one,
+        "POST",
+        "/apps/1/users/u9/terminate_connections",
+        &[],
+        Some(json!({})),
+        (KEY, SECRET),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({})));
+    assert_eq!(c.error_then_close().await, (4009, 4009));
+    assert_eq!(d.error_then_close().await, (4009, 4009));
+
+    // 4. Webhooks: each event once per cluster.
+    drop(b);
+    let mut seen: Vec<Value> = Vec::new();
+    let vacated = |seen: &[Value], ch: &str| {
+        seen.iter()
+            .any(|e| e["name"] == "channel_vacated" && e["channel"] == ch)
+    };
+    while !(vacated(&seen, "presence-r") && vacated(&seen, "news")) {
+        seen.push(within("a webhook", hooks.recv()).await.unwrap());
+    }
+    // Anything sent twice would arrive about as soon as the first.
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(500), hooks.recv()).await {
+        seen.push(e);
+    }
+    let mut events: Vec<String> = seen
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["name"].as_str().unwrap(),
+                e["channel"].as_str().unwrap(),
+                e["user_id"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            "channel_occupied news -",
+            "channel_occupied presence-r -",
+            "channel_vacated news -",
+            "channel_vacated presence-r -",
+            "member_added presence-r alice",
+            "member_added presence-r bob",
+            "member_removed presence-r alice",
+            "member_removed presence-r bob",
+        ]
+    );
+    one.shutdown().await;
+    two.shutdown().await;
+}

@@ -1,17 +1,20 @@
 //! The in-memory broker: offsets, history and presence in this process; delivery
 //! straight into the local registry.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::future::{self, BoxFuture};
+use parking_lot::Mutex;
 
 use super::{
-    check_since, Broker, BrokerError, History, Member, Position, Ready, Since, SubscribeError,
+    check_since, Broker, BrokerError, History, Member, Occupancy, Position, Ready, RoomLeft, Since,
+    SubscribeError,
 };
 use crate::hub::{fnv, Client, ClientId, Message, Payload, Registry, Sharded};
 use crate::namespace::Namespaces;
+use crate::ws::close::CloseReason;
 
 /// One node, no setup: offsets and history live in this process.
 pub struct Memory {
@@ -19,6 +22,10 @@ pub struct Memory {
     namespaces: Arc<Namespaces>,
     channels: Sharded<Arc<str>, Chan>,
     epoch: Arc<str>,
+    /// Rooms: members in join order.
+    rooms: Mutex<HashMap<Arc<str>, Vec<Member>>>,
+    /// The subscriber counts `occupancy_sync` last recorded.
+    occupancy: Mutex<HashMap<Arc<str>, usize>>,
 }
 
 /// A channel's broker state.
@@ -76,6 +83,8 @@ impl Memory {
             registry,
             namespaces,
             channels: Sharded::new(),
+            rooms: Mutex::default(),
+            occupancy: Mutex::default(),
             epoch: Arc::from(format!("{:x}", nanos ^ ((std::process::id() as u64) << 32))),
         }
     }
@@ -248,5 +257,69 @@ impl Broker for Memory {
 
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>> {
         Box::pin(future::ready(Ok(self.registry.members(channel))))
+    }
+
+    fn room_join<'a>(
+        &'a self,
+        room: &'a str,
+        member: Member,
+    ) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>> {
+        let mut rooms = self.rooms.lock();
+        let members = rooms.entry(Arc::from(room)).or_default();
+        members.retain(|m| m.client != member.client);
+        members.push(member);
+        Box::pin(future::ready(Ok(members.clone())))
+    }
+
+    fn room_leave<'a>(
+        &'a self,
+        room: &'a str,
+        client: ClientId,
+    ) -> BoxFuture<'a, Result<RoomLeft, BrokerError>> {
+        let mut rooms = self.rooms.lock();
+        let Some(members) = rooms.get_mut(room) else {
+            return Box::pin(future::ready(Ok((None, Vec::new()))));
+        };
+        let gone = members
+            .iter()
+            .position(|m| m.client == client)
+            .map(|i| members.remove(i));
+        let left = members.clone();
+        if left.is_empty() {
+            rooms.remove(room);
+        }
+        Box::pin(future::ready(Ok((gone, left))))
+    }
+
+    fn room<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>> {
+        let members = self.rooms.lock().get(room).cloned().unwrap_or_default();
+        Box::pin(future::ready(Ok(members)))
+    }
+
+    fn close_user<'a>(
+        &'a self,
+        user: &'a str,
+        reason: CloseReason,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.registry.close_user_local(user, reason);
+        Box::pin(future::ready(Ok(())))
+    }
+
+    fn occupancy_sync<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<(usize, usize), BrokerError>> {
+        let now = self.registry.subscriber_count(channel);
+        let mut occupancy = self.occupancy.lock();
+        let before = if now == 0 {
+            occupancy.remove(channel)
+        } else {
+            occupancy.insert(Arc::from(channel), now)
+        };
+        Box::pin(future::ready(Ok((before.unwrap_or(0), now))))
+    }
+
+    fn occupancy(&self) -> BoxFuture<'_, Result<Occupancy, BrokerError>> {
+        Box::pin(future::ready(Ok(self.registry.channels())))
     }
 }

@@ -11,6 +11,7 @@ use futures_util::future::BoxFuture;
 
 pub use self::redis::Redis;
 use crate::hub::{Client, ClientId, Message, Payload};
+use crate::ws::close::CloseReason;
 pub use memory::Memory;
 
 /// Checks that messages after `since` can be recovered from a history whose oldest
@@ -90,7 +91,16 @@ pub struct Member {
     pub client: ClientId,
     /// The authenticated user, if any.
     pub user: Option<Arc<str>>,
+    /// What the member declared about itself (JSON text, e.g. Pusher's `user_info`);
+    /// only rooms carry it (`None` in `presence`).
+    pub info: Option<Arc<str>>,
 }
+
+/// A room after a leave: the member removed (`None` when it was not in), the members left.
+pub type RoomLeft = (Option<Member>, Vec<Member>);
+
+/// Channels with subscribers and their cluster-wide subscriber counts.
+pub type Occupancy = Vec<(Arc<str>, usize)>;
 
 /// A message broker: assigns per-channel offsets, keeps history and delivers to
 /// subscribers on every node.
@@ -149,4 +159,45 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Who is in a presence channel, on every node.
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>>;
+
+    /// Adds `member` to the cluster-wide room `room` (a membership list with user info,
+    /// as Pusher presence channels need; unlike `presence_event` it announces nothing);
+    /// every member after the join, on every node, oldest first. Atomic per room: of two
+    /// connections of one user joining at once, exactly one sees no other of its user.
+    fn room_join<'a>(
+        &'a self,
+        room: &'a str,
+        member: Member,
+    ) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>>;
+
+    /// Removes a connection from a room; the member removed (`None` when it was not in)
+    /// and every member left, on every node, oldest first. Atomic like `room_join`.
+    fn room_leave<'a>(
+        &'a self,
+        room: &'a str,
+        client: ClientId,
+    ) -> BoxFuture<'a, Result<RoomLeft, BrokerError>>;
+
+    /// Every member of a room, on every node, oldest first.
+    fn room<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>>;
+
+    /// Closes with `reason` every connection bound to `user` (`Registry::authenticate`),
+    /// on every node.
+    fn close_user<'a>(
+        &'a self,
+        user: &'a str,
+        reason: CloseReason,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Records this node's subscriber count of `channel` (read from the registry) in the
+    /// cluster-wide occupancy; the channel's cluster-wide count just before and after.
+    /// Atomic: of several nodes syncing at once, one sees the count leave (or reach) 0.
+    fn occupancy_sync<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<(usize, usize), BrokerError>>;
+
+    /// Every channel with subscribers on some node and its cluster-wide subscriber count,
+    /// sorted by name.
+    fn occupancy(&self) -> BoxFuture<'_, Result<Occupancy, BrokerError>>;
 }

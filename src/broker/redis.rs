@@ -20,7 +20,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::Script;
 
 use super::{
-    check_since, Broker, BrokerError, History, Member, Position, Ready, Since, SubscribeError,
+    check_since, Broker, BrokerError, History, Member, Occupancy, Position, Ready, RoomLeft, Since,
+    SubscribeError,
 };
 use crate::hub::{fnv, Client, ClientId, Event, Kind, Message, Payload, Registry, ALL};
 use crate::namespace::Namespaces;
@@ -73,6 +74,50 @@ if len > 0 and from <= offset then
 end
 return {epoch, offset, len, entries}
 "#;
+
+/// Records a node's subscriber count of a channel and sums it over live nodes.
+/// KEYS: the node's occupancy hash, the live-nodes zset. ARGV: node, channel, count,
+/// node expiry (ms), now (ms), hash ttl (ms). Returns {before, after} cluster-wide.
+const OCCUPANCY_SYNC: &str = r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
+local new = tonumber(ARGV[3])
+if new > 0 then
+  redis.call('HSET', KEYS[1], ARGV[2], new)
+else
+  redis.call('HDEL', KEYS[1], ARGV[2])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+local total = 0
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[5], '+inf')) do
+  total = total + tonumber(redis.call('HGET', 'wspush:occupancy:' .. node, ARGV[2]) or '0')
+end
+return {total - new + old, total}
+"#;
+
+/// Every channel's subscriber count summed over live nodes, as a flat name, count list.
+/// KEYS: the live-nodes zset. ARGV: now (ms).
+const OCCUPANCY_ALL: &str = r#"
+local sums = {}
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
+  local h = redis.call('HGETALL', 'wspush:occupancy:' .. node)
+  for i = 1, #h, 2 do
+    sums[h[i]] = (sums[h[i]] or 0) + tonumber(h[i + 1])
+  end
+end
+local out = {}
+for name, n in pairs(sums) do
+  if n > 0 then
+    table.insert(out, name)
+    table.insert(out, n)
+  end
+end
+return out
+"#;
+
+/// The live-nodes zset of the occupancy (node id → expiry ms), on the first shard.
+const OCCUPANCY_NODES: &str = "wspush:occupancy:nodes";
 
 /// How long a presence entry lives without being refreshed by its node.
 const PRESENCE_TTL_MS: u64 = 30_000;
@@ -189,6 +234,57 @@ fn presence_key(channel: &str) -> String {
     format!("wspush:{{{channel}}}:presence")
 }
 
+fn room_key(room: &str) -> String {
+    format!("wspush:{{{room}}}:room")
+}
+
+fn occupancy_key(node: u32) -> String {
+    format!("wspush:occupancy:{node}")
+}
+
+/// Reasons `close_user` carries between nodes (by index); others travel as `Kicked`.
+const CLOSE_REASONS: [CloseReason; 5] = [
+    CloseReason::Kicked,
+    CloseReason::Policy,
+    CloseReason::GoingAway,
+    CloseReason::PusherTerminated,
+    CloseReason::PusherUnauthorized,
+];
+
+/// A room entry as stored in the room's hash (field: the client id).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RoomEntry {
+    /// The node holding the connection.
+    n: u32,
+    /// Expiry (ms) unless its node refreshes it.
+    e: u64,
+    /// When it joined (ms), for join order.
+    j: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    u: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    i: Option<String>,
+}
+
+/// The unexpired members of a room's hash, oldest first.
+fn room_members(all: HashMap<String, String>, now: u64) -> Vec<Member> {
+    let mut entries: Vec<(u64, Member)> = all
+        .into_iter()
+        .filter_map(|(client, value)| {
+            let entry: RoomEntry = serde_json::from_str(&value).ok()?;
+            (entry.e > now).then_some(())?;
+            let member = Member {
+                client: ClientId(client.parse().ok()?),
+                user: entry.u.map(Arc::from),
+                info: entry.i.map(Arc::from),
+            };
+            Some((entry.j, member))
+        })
+        .collect();
+    entries.sort_by_key(|(joined, m)| (*joined, m.client));
+    entries.into_iter().map(|(_, m)| m).collect()
+}
+
 /// One Redis server.
 struct Shard {
     client: redis::Client,
@@ -218,6 +314,11 @@ struct Inner {
     gates: Mutex<HashMap<Arc<str>, Arc<Gate>>>,
     publish: Script,
     read: Script,
+    occupancy_sync: Script,
+    occupancy_all: Script,
+    /// This node's room entries (room → client → entry), rewritten with a new expiry
+    /// by `refresh_presence`.
+    rooms: Mutex<HashMap<Arc<str>, HashMap<u64, RoomEntry>>>,
 }
 
 /// The cluster broker over one or more Redis servers.
@@ -272,6 +373,9 @@ impl Redis {
             gates: Mutex::new(HashMap::new()),
             publish: Script::new(PUBLISH),
             read: Script::new(READ),
+            occupancy_sync: Script::new(OCCUPANCY_SYNC),
+            occupancy_all: Script::new(OCCUPANCY_ALL),
+            rooms: Mutex::new(HashMap::new()),
         });
         // Broadcasts are a channel every node always subscribes to.
         inner.gate(ALL).subscribed.store(true, Relaxed);
@@ -337,6 +441,7 @@ impl Inner {
                 if index == 0 {
                     topics.push(self.node_topic());
                     topics.push("wspush:users".into());
+                    topics.push("wspush:close".into());
                 }
                 if topics.is_empty() || sink.subscribe(&topics).await.is_ok() {
                     *shard.sink.lock() = Some(sink);
@@ -410,6 +515,17 @@ impl Inner {
                     event: None,
                 };
                 self.registry.send_user_local(user, &payload);
+            }
+        } else if topic_name == "wspush:close" {
+            // `reason:user`
+            let text = String::from_utf8_lossy(raw);
+            if let Some((reason, user)) = text.split_once(':') {
+                let reason = reason
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| CLOSE_REASONS.get(i).copied())
+                    .unwrap_or(CloseReason::Kicked);
+                self.registry.close_user_local(user, reason);
             }
         } else if topic_name == self.node_topic() {
             let mut parts = raw.splitn(3, |b| *b == b':');
@@ -743,6 +859,7 @@ impl Inner {
         let member = Member {
             client: ClientId(client),
             user,
+            info: None,
         };
         self.registry
             .deliver_presence(channel, &member, kind == b"j");
@@ -805,6 +922,7 @@ impl Inner {
                 (expires > now).then(|| Member {
                     client,
                     user: (!user.is_empty()).then(|| Arc::from(user)),
+                    info: None,
                 })
             })
             .collect();
@@ -828,7 +946,208 @@ impl Inner {
             for channel in channels {
                 let _ = self.refresh_channel(&channel).await;
             }
+            let _ = self.refresh_rooms().await;
+            let _ = self.refresh_occupancy().await;
         }
+    }
+
+    /// Rewrites this node's room entries with a new expiry and drops expired ones.
+    async fn refresh_rooms(&self) -> redis::RedisResult<()> {
+        let now = now_ms();
+        type Values = Vec<(u64, String)>;
+        let rooms: Vec<(Arc<str>, Values)> = {
+            let mut rooms = self.rooms.lock();
+            rooms
+                .iter_mut()
+                .map(|(room, entries)| {
+                    let values = entries
+                        .iter_mut()
+                        .map(|(client, entry)| {
+                            entry.e = now + PRESENCE_TTL_MS;
+                            (*client, serde_json::to_string(&*entry).expect("serializes"))
+                        })
+                        .collect();
+                    (room.clone(), values)
+                })
+                .collect()
+        };
+        for (room, values) in rooms {
+            let mut conn = self.shard(&room).conn.clone();
+            let key = room_key(&room);
+            let mut pipe = redis::pipe();
+            for (client, value) in values {
+                pipe.hset(&key, client, value).ignore();
+            }
+            pipe.pexpire(&key, (2 * PRESENCE_TTL_MS) as i64).ignore();
+            let all: HashMap<String, String> = pipe
+                .hgetall(&key)
+                .query_async::<(HashMap<String, String>,)>(&mut conn)
+                .await?
+                .0;
+            for (client, value) in all {
+                let expired =
+                    serde_json::from_str::<RoomEntry>(&value).map_or(true, |e| e.e <= now);
+                if expired {
+                    redis::cmd("HDEL")
+                        .arg(&key)
+                        .arg(&client)
+                        .query_async::<()>(&mut conn)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites this node's subscriber counts in the cluster-wide occupancy.
+    async fn refresh_occupancy(&self) -> redis::RedisResult<()> {
+        let node = self.registry.node();
+        let key = occupancy_key(node);
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&key).ignore();
+        for (channel, n) in self.registry.channels() {
+            pipe.hset(&key, &*channel, n).ignore();
+        }
+        pipe.pexpire(&key, (2 * PRESENCE_TTL_MS) as i64).ignore();
+        pipe.zadd(OCCUPANCY_NODES, node, now + PRESENCE_TTL_MS)
+            .ignore();
+        let mut conn = self.shards[0].conn.clone();
+        pipe.query_async::<()>(&mut conn).await
+    }
+
+    async fn room_join_now(&self, room: &str, member: Member) -> Result<Vec<Member>, BrokerError> {
+        let now = now_ms();
+        let entry = RoomEntry {
+            n: self.registry.node(),
+            e: now + PRESENCE_TTL_MS,
+            j: now,
+            u: member.user.as_deref().map(str::to_string),
+            i: member.info.as_deref().map(str::to_string),
+        };
+        let value = serde_json::to_string(&entry).expect("serializes");
+        self.rooms
+            .lock()
+            .entry(Arc::from(room))
+            .or_default()
+            .insert(member.client.0, entry);
+        let key = room_key(room);
+        let mut conn = self.shard(room).conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset(&key, member.client.0, value)
+            .ignore()
+            .pexpire(&key, (2 * PRESENCE_TTL_MS) as i64)
+            .ignore()
+            .hgetall(&key);
+        let (all,): (HashMap<String, String>,) =
+            tokio::time::timeout(CALL_TIMEOUT, pipe.query_async(&mut conn))
+                .await
+                .map_err(|_| unavailable("redis timed out"))?
+                .map_err(unavailable)?;
+        Ok(room_members(all, now))
+    }
+
+    async fn room_leave_now(&self, room: &str, client: ClientId) -> Result<RoomLeft, BrokerError> {
+        {
+            let mut rooms = self.rooms.lock();
+            if let Some(entries) = rooms.get_mut(room) {
+                entries.remove(&client.0);
+                if entries.is_empty() {
+                    rooms.remove(room);
+                }
+            }
+        }
+        let key = room_key(room);
+        let mut conn = self.shard(room).conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hget(&key, client.0)
+            .hdel(&key, client.0)
+            .ignore()
+            .hgetall(&key);
+        let (gone, all): (Option<String>, HashMap<String, String>) =
+            tokio::time::timeout(CALL_TIMEOUT, pipe.query_async(&mut conn))
+                .await
+                .map_err(|_| unavailable("redis timed out"))?
+                .map_err(unavailable)?;
+        let gone = gone
+            .and_then(|v| serde_json::from_str::<RoomEntry>(&v).ok())
+            .map(|e| Member {
+                client,
+                user: e.u.map(Arc::from),
+                info: e.i.map(Arc::from),
+            });
+        Ok((gone, room_members(all, now_ms())))
+    }
+
+    async fn room_now(&self, room: &str) -> Result<Vec<Member>, BrokerError> {
+        let mut conn = self.shard(room).conn.clone();
+        let all: HashMap<String, String> = tokio::time::timeout(
+            CALL_TIMEOUT,
+            redis::cmd("HGETALL")
+                .arg(room_key(room))
+                .query_async(&mut conn),
+        )
+        .await
+        .map_err(|_| unavailable("redis timed out"))?
+        .map_err(unavailable)?;
+        Ok(room_members(all, now_ms()))
+    }
+
+    async fn close_user_now(&self, user: &str, reason: CloseReason) -> Result<(), BrokerError> {
+        let index = CLOSE_REASONS.iter().position(|r| *r == reason).unwrap_or(0);
+        let mut conn = self.shards[0].conn.clone();
+        tokio::time::timeout(
+            CALL_TIMEOUT,
+            redis::cmd("PUBLISH")
+                .arg("wspush:close")
+                .arg(format!("{index}:{user}"))
+                .query_async::<()>(&mut conn),
+        )
+        .await
+        .map_err(|_| unavailable("redis timed out"))?
+        .map_err(unavailable)
+    }
+
+    async fn occupancy_sync_now(&self, channel: &str) -> Result<(usize, usize), BrokerError> {
+        let node = self.registry.node();
+        let now = now_ms();
+        let mut conn = self.shards[0].conn.clone();
+        tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.occupancy_sync
+                .key(occupancy_key(node))
+                .key(OCCUPANCY_NODES)
+                .arg(node)
+                .arg(channel)
+                .arg(self.registry.subscriber_count(channel))
+                .arg(now + PRESENCE_TTL_MS)
+                .arg(now)
+                .arg(2 * PRESENCE_TTL_MS)
+                .invoke_async(&mut conn),
+        )
+        .await
+        .map_err(|_| unavailable("redis timed out"))?
+        .map_err(unavailable)
+    }
+
+    async fn occupancy_now(&self) -> Result<Occupancy, BrokerError> {
+        let mut conn = self.shards[0].conn.clone();
+        let flat: Vec<(String, usize)> = tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.occupancy_all
+                .key(OCCUPANCY_NODES)
+                .arg(now_ms())
+                .invoke_async(&mut conn),
+        )
+        .await
+        .map_err(|_| unavailable("redis timed out"))?
+        .map_err(unavailable)?;
+        let mut all: Vec<(Arc<str>, usize)> =
+            flat.into_iter().map(|(c, n)| (Arc::from(c), n)).collect();
+        all.sort();
+        Ok(all)
     }
 
     async fn refresh_channel(&self, channel: &str) -> redis::RedisResult<()> {
@@ -992,6 +1311,45 @@ impl Broker for Redis {
 
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>> {
         Box::pin(self.inner.presence_now(channel))
+    }
+
+    fn room_join<'a>(
+        &'a self,
+        room: &'a str,
+        member: Member,
+    ) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>> {
+        Box::pin(self.inner.room_join_now(room, member))
+    }
+
+    fn room_leave<'a>(
+        &'a self,
+        room: &'a str,
+        client: ClientId,
+    ) -> BoxFuture<'a, Result<RoomLeft, BrokerError>> {
+        Box::pin(self.inner.room_leave_now(room, client))
+    }
+
+    fn room<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>> {
+        Box::pin(self.inner.room_now(room))
+    }
+
+    fn close_user<'a>(
+        &'a self,
+        user: &'a str,
+        reason: CloseReason,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(self.inner.close_user_now(user, reason))
+    }
+
+    fn occupancy_sync<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<(usize, usize), BrokerError>> {
+        Box::pin(self.inner.occupancy_sync_now(channel))
+    }
+
+    fn occupancy(&self) -> BoxFuture<'_, Result<Occupancy, BrokerError>> {
+        Box::pin(self.inner.occupancy_now())
     }
 }
 

@@ -364,6 +364,7 @@ impl Registry {
             .map(|c| Member {
                 client: c.id,
                 user: c.user(),
+                info: None,
             })
             .collect();
         members.sort_by_key(|m| m.client);
@@ -417,6 +418,21 @@ impl Registry {
             reached += usize::from(self.push_frame(&client, frame) == Pushed::Queued);
         }
         reached
+    }
+
+    /// Asks every local connection bound to `user` to close with `reason`; how many.
+    pub fn close_user_local(&self, user: &str, reason: CloseReason) -> usize {
+        let clients: Vec<Arc<Client>> = self
+            .users
+            .shard(fnv(user))
+            .lock()
+            .get(user)
+            .cloned()
+            .unwrap_or_default();
+        for client in &clients {
+            client.close(reason);
+        }
+        clients.len()
     }
 
     /// Asks every client to close with `reason`.
@@ -535,6 +551,7 @@ impl Hub {
         let member = Member {
             client: client.id,
             user: client.user(),
+            info: None,
         };
         if let Err(e) = self.broker.presence_event(channel, member, joined).await {
             tracing::warn!(%channel, client = %client.id, error = %e, "presence event lost");
@@ -559,6 +576,11 @@ impl Hub {
     /// The local registry.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The broker (for cluster-wide rooms, occupancy and `close_user`).
+    pub fn broker(&self) -> &dyn Broker {
+        &*self.broker
     }
 
     /// Publishes to a channel (`*` = every client) through the broker; the offset.

@@ -130,24 +130,33 @@ fn check(tenant: &Tenant, ev: &EventBody) -> Result<(Vec<String>, Payload), ApiE
     Ok((channels, payload))
 }
 
-/// The requested `info` attributes of a channel.
-fn channel_info(pusher: &Pusher, tenant: &Tenant, channel: &str, info: &str) -> Map<String, Value> {
+/// The requested `info` attributes of a channel, cluster-wide (`count`: its subscriber
+/// count when already known).
+async fn channel_info(
+    pusher: &Pusher,
+    tenant: &Tenant,
+    channel: &str,
+    info: &str,
+    count: Option<usize>,
+) -> Result<Map<String, Value>, ApiError> {
     let mut out = Map::new();
     for attr in info.split(',').map(str::trim) {
         match attr {
             "subscription_count" => {
-                out.insert(
-                    attr.into(),
-                    pusher.subscription_count(tenant, channel).into(),
-                );
+                let n = match count {
+                    Some(n) => n,
+                    None => pusher.subscription_count(tenant, channel).await?,
+                };
+                out.insert(attr.into(), n.into());
             }
             "user_count" if kind_of(channel).0 == Kind::Presence => {
-                out.insert(attr.into(), pusher.user_count(tenant, channel).into());
+                let users = pusher.users(tenant, channel).await?;
+                out.insert(attr.into(), users.len().into());
             }
             _ => {}
         }
     }
-    out
+    Ok(out)
 }
 
 /// Publishes one checked event to each of its channels.
@@ -184,15 +193,11 @@ pub async fn events(
     let Some(info) = ev.info.as_deref() else {
         return Ok(axum::Json(json!({})));
     };
-    let infos: Map<String, Value> = channels
-        .iter()
-        .map(|c| {
-            (
-                c.clone(),
-                Value::Object(channel_info(&app.pusher, &signed.tenant, c, info)),
-            )
-        })
-        .collect();
+    let mut infos = Map::new();
+    for c in &channels {
+        let attrs = channel_info(&app.pusher, &signed.tenant, c, info, None).await?;
+        infos.insert(c.clone(), Value::Object(attrs));
+    }
     Ok(axum::Json(json!({ "channels": infos })))
 }
 
@@ -228,12 +233,9 @@ pub async fn batch_events(
     for (ev, (channels, payload)) in batch.batch.iter().zip(checked) {
         trigger(&app.pusher, &signed.tenant, ev, &channels, payload).await?;
         let info = ev.info.as_deref().unwrap_or("");
-        answers.push(Value::Object(channel_info(
-            &app.pusher,
-            &signed.tenant,
-            &channels[0],
-            info,
-        )));
+        answers.push(Value::Object(
+            channel_info(&app.pusher, &signed.tenant, &channels[0], info, None).await?,
+        ));
     }
     Ok(axum::Json(json!({ "batch": answers })))
 }
@@ -256,9 +258,9 @@ pub async fn channels(
         ));
     }
     let mut out = Map::new();
-    for (name, _) in app.pusher.channels(&signed.tenant) {
+    for (name, n) in app.pusher.channels(&signed.tenant).await? {
         if name.starts_with(prefix) {
-            let attrs = channel_info(&app.pusher, &signed.tenant, &name, info);
+            let attrs = channel_info(&app.pusher, &signed.tenant, &name, info, Some(n)).await?;
             out.insert(name, Value::Object(attrs));
         }
     }
@@ -280,10 +282,10 @@ pub async fn channel(
             "user_count is only for presence channels".into(),
         ));
     }
-    let count = app.pusher.subscription_count(&signed.tenant, &name);
+    let count = app.pusher.subscription_count(&signed.tenant, &name).await?;
     let mut out = Map::new();
     out.insert("occupied".into(), (count > 0).into());
-    out.extend(channel_info(&app.pusher, &signed.tenant, &name, info));
+    out.extend(channel_info(&app.pusher, &signed.tenant, &name, info, Some(count)).await?);
     Ok(axum::Json(Value::Object(out)))
 }
 
@@ -301,21 +303,23 @@ pub async fn users(
     }
     let users: Vec<Value> = app
         .pusher
-        .rooms
-        .users(&signed.tenant.hub_channel(&name))
+        .users(&signed.tenant, &name)
+        .await?
         .into_iter()
         .map(|id| json!({ "id": id }))
         .collect();
     Ok(axum::Json(json!({ "users": users })))
 }
 
-fn terminate_user(pusher: &Pusher, tenant: &Tenant, user: &str) -> Value {
-    for id in pusher.user_conns(tenant, user) {
-        if let Some(client) = pusher.hub.registry().client(id) {
-            client.close(CloseReason::PusherTerminated);
-        }
-    }
-    json!({})
+/// Closes the user's connections on every node (they are bound to `Pusher::user_key`).
+async fn terminate_user(pusher: &Pusher, tenant: &Tenant, user: &str) -> Answer {
+    let key = Pusher::user_key(tenant, user);
+    pusher
+        .hub
+        .broker()
+        .close_user(&key, CloseReason::PusherTerminated)
+        .await?;
+    Ok(axum::Json(json!({})))
 }
 
 /// `POST /apps/{id}/users/{user}/terminate_connections`.
@@ -328,11 +332,7 @@ pub async fn terminate(
         return Err(ApiError::MethodNotAllowed);
     }
     let signed = verified(&app, Some(&app_id), req).await?;
-    Ok(axum::Json(terminate_user(
-        &app.pusher,
-        &signed.tenant,
-        &user,
-    )))
+    terminate_user(&app.pusher, &signed.tenant, &user).await
 }
 
 /// `POST /users/{user}/terminate_connections` (the app is found by `auth_key`).
@@ -342,9 +342,5 @@ pub async fn terminate_by_key(
     req: Request,
 ) -> Answer {
     let signed = verified(&app, None, req).await?;
-    Ok(axum::Json(terminate_user(
-        &app.pusher,
-        &signed.tenant,
-        &user,
-    )))
+    terminate_user(&app.pusher, &signed.tenant, &user).await
 }

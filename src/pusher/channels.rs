@@ -4,12 +4,12 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use super::presence::Join;
+use super::presence;
 use super::protocol::error_event;
 use super::{auth, frame, kind_of, socket_id, valid_channel, Kind, Pusher, Tenant};
+use crate::auth::Grant;
 use crate::broker::Position;
 use crate::hub::{Client, Event, Message, Payload};
 
@@ -106,6 +106,39 @@ pub(super) async fn subscribe(
     };
     let cache = kind_of(channel).1;
     let hub_channel = tenant.hub_channel(channel);
+    let broker = pusher.hub.broker();
+    let already = client.is_subscribed(&hub_channel);
+    // Presence: join the cluster-wide room first; the reply's snapshot is who is in it
+    // then. (A member whose join lands between this and the subscription taking effect
+    // on this node is in neither: the window is one Redis round trip.)
+    let mut new_user = false;
+    let snapshot = match &member {
+        None => None,
+        Some((user_id, info)) => {
+            let members = if already {
+                broker.room(&hub_channel).await
+            } else {
+                let joiner = presence::member(client.id, user_id, info);
+                broker.room_join(&hub_channel, joiner).await
+            };
+            let members = match members {
+                Ok(members) => members,
+                Err(e) => {
+                    let refusal = ("ServerError", e.to_string(), 503);
+                    return subscription_error(pusher, client, channel, refusal);
+                }
+            };
+            if !already {
+                new_user = presence::only_connection(&members, client.id, user_id);
+                if new_user && presence::users(&members).len() > limits.max_presence_members {
+                    let _ = broker.room_leave(&hub_channel, client.id).await;
+                    let refusal = ("LimitReached", "presence channel is full".to_string(), 403);
+                    return subscription_error(pusher, client, channel, refusal);
+                }
+            }
+            Some(presence::snapshot(&members).to_string())
+        }
+    };
     let succeeded = |data: String| {
         let f = frame(
             "pusher_internal:subscription_succeeded",
@@ -114,28 +147,9 @@ pub(super) async fn subscribe(
         );
         registry.push_frame(client, f);
     };
-    // Membership and the reply are made when the subscription takes effect (in the
-    // channel's delivery order), so no member_added falls between the snapshot and live.
-    let joined: Mutex<Option<bool>> = Mutex::new(None);
-    let max_members = limits.max_presence_members;
+    // The reply is queued when the subscription takes effect, before any live event.
     let ready = Box::new(|_: &Position| {
-        let data = match &member {
-            None => "{}".to_string(),
-            Some((user_id, info)) => {
-                let join =
-                    pusher
-                        .rooms
-                        .join(&hub_channel, client.id, user_id, info.clone(), max_members);
-                match join {
-                    Join::Joined { new_user, snapshot } => {
-                        *joined.lock() = Some(new_user);
-                        snapshot.to_string()
-                    }
-                    Join::Full => return,
-                }
-            }
-        };
-        succeeded(data);
+        succeeded(snapshot.clone().unwrap_or_else(|| "{}".to_string()));
         if cache {
             let f = match pusher.rooms.cached(&hub_channel) {
                 Some(payload) => Message::new(Arc::from(hub_channel.as_str()), 0, payload)
@@ -146,7 +160,7 @@ pub(super) async fn subscribe(
             registry.push_frame(client, f);
         }
     });
-    if client.is_subscribed(&hub_channel) {
+    if already {
         // Pusher answers a repeated subscribe like the first one.
         ready(&Position {
             offset: 0,
@@ -159,27 +173,33 @@ pub(super) async fn subscribe(
         .subscribe(client, &hub_channel, None, ready)
         .await
     {
+        if member.is_some() {
+            let _ = broker.room_leave(&hub_channel, client.id).await;
+        }
         return subscription_error(pusher, client, channel, ("ServerError", e.to_string(), 503));
     }
-    let new_user = joined.into_inner();
-    if member.is_some() && new_user.is_none() {
-        pusher.hub.unsubscribe(client, &hub_channel).await;
-        let refusal = ("LimitReached", "presence channel is full".to_string(), 403);
-        return subscription_error(pusher, client, channel, refusal);
-    }
-    pusher.with_conn(client.id, |c| c.channels.push(Arc::from(channel)));
-    if registry.subscriber_count(&hub_channel) == 1 {
-        pusher.webhooks.emit(
+    pusher.with_conn(client.id, |c| {
+        c.channels.push(Arc::from(channel));
+        if let Some((user_id, _)) = &member {
+            c.presence
+                .push((Arc::from(channel), Arc::from(user_id.as_str())));
+        }
+    });
+    // Cluster-wide occupancy: exactly one node sees the channel leave 0.
+    match broker.occupancy_sync(&hub_channel).await {
+        Ok((0, after)) if after > 0 => pusher.webhooks.emit(
             tenant,
             json!({ "name": "channel_occupied", "channel": channel }),
-        );
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(%channel, error = %e, "occupancy not recorded"),
     }
     if cache && pusher.rooms.cached(&hub_channel).is_none() {
         pusher
             .webhooks
             .emit(tenant, json!({ "name": "cache_miss", "channel": channel }));
     }
-    if let (Some(true), Some((user_id, info))) = (new_user, &member) {
+    if let (true, Some((user_id, info))) = (new_user, &member) {
         let data = json!({ "user_id": user_id, "user_info": info }).to_string();
         let event = Event {
             name: "pusher_internal:member_added".into(),
@@ -223,8 +243,22 @@ pub(super) async fn left(
     channel: &str,
 ) {
     let hub_channel = tenant.hub_channel(channel);
+    let broker = pusher.hub.broker();
     if kind_of(channel).0 == Kind::Presence {
-        if let Some(user_id) = pusher.rooms.leave(&hub_channel, client.id) {
+        pusher.with_conn(client.id, |c| c.presence.retain(|(n, _)| &**n != channel));
+        // Only the user's last connection in the room, on any node, removes the member.
+        let last = match broker.room_leave(&hub_channel, client.id).await {
+            Ok((Some(gone), rest)) => gone
+                .user
+                .filter(|user| presence::only_connection(&rest, client.id, user))
+                .map(|user| user.to_string()),
+            Ok((None, _)) => None,
+            Err(e) => {
+                tracing::warn!(%channel, error = %e, "presence leave not recorded");
+                None
+            }
+        };
+        if let Some(user_id) = last {
             let data = json!({ "user_id": user_id }).to_string();
             let event = Event {
                 name: "pusher_internal:member_removed".into(),
@@ -241,11 +275,13 @@ pub(super) async fn left(
             pusher.webhooks.emit(tenant, hook);
         }
     }
-    if pusher.hub.registry().subscriber_count(&hub_channel) == 0 {
-        pusher.webhooks.emit(
+    match broker.occupancy_sync(&hub_channel).await {
+        Ok((before, 0)) if before > 0 => pusher.webhooks.emit(
             tenant,
             json!({ "name": "channel_vacated", "channel": channel }),
-        );
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(%channel, error = %e, "occupancy not recorded"),
     }
 }
 
@@ -281,6 +317,10 @@ pub(super) fn signin(
         return;
     };
     let id: Arc<str> = Arc::from(id);
+    // Bound in the registry so `terminate_connections` reaches it from any node.
+    let key = super::Pusher::user_key(tenant, &id);
+    let grant = Grant::for_user(Arc::from(key));
+    registry.authenticate(client, Arc::new(grant));
     pusher.with_conn(client.id, |c| c.user = Some(id));
     let data = json!({ "user_data": user_data }).to_string();
     registry.push_frame(client, frame("pusher:signin_success", None, data.into()));
@@ -334,13 +374,18 @@ pub(super) async fn client_event(
         return refuse(Some(4301), "Client event rejected: over the rate limit");
     }
     let user_id = match kind {
-        Kind::Presence => pusher.rooms.user_of(&hub_channel, client.id),
+        Kind::Presence => pusher
+            .with_conn(client.id, |c| {
+                let found = c.presence.iter().find(|(n, _)| **n == *channel);
+                found.map(|(_, user)| user.clone())
+            })
+            .flatten(),
         _ => None,
     };
     let event = Event {
         name: name.into(),
         exclude: Some(client.id),
-        user_id: user_id.as_deref().map(Arc::from),
+        user_id: user_id.clone(),
     };
     if let Err(e) = pusher.publish(tenant, &channel, event, payload).await {
         return refuse(None, &format!("not delivered: {e}"));
@@ -357,7 +402,7 @@ pub(super) async fn client_event(
         "socket_id": socket_id(client.id),
     });
     if let Some(user_id) = user_id {
-        hook["user_id"] = user_id.into();
+        hook["user_id"] = (*user_id).into();
     }
     pusher.webhooks.emit(tenant, hook);
 }

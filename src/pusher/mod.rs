@@ -143,6 +143,8 @@ pub struct Conn {
     pub user: Option<Arc<str>>,
     /// The app's channel names it is subscribed to.
     pub channels: Vec<Arc<str>>,
+    /// Its user id in each presence channel it joined (app channel name, user id).
+    pub presence: Vec<(Arc<str>, Arc<str>)>,
     /// Client-event token bucket: tokens left and when it was last refilled.
     bucket: (f64, Instant),
 }
@@ -173,7 +175,7 @@ pub struct Pusher {
     /// The hub everything is published through.
     pub hub: Hub,
     conns: Box<[Mutex<HashMap<ClientId, Conn>>]>,
-    /// Presence members and cache channels.
+    /// The last events of cache channels (presence members are in the broker's rooms).
     pub rooms: presence::Rooms,
     /// The webhook queue.
     pub webhooks: webhooks::Webhooks,
@@ -216,6 +218,7 @@ impl Pusher {
             tenant,
             user: None,
             channels: Vec::new(),
+            presence: Vec::new(),
             bucket: (f64::MAX, Instant::now()),
         };
         self.shard(id).lock().insert(id, conn);
@@ -231,20 +234,10 @@ impl Pusher {
         self.shard(id).lock().remove(&id)
     }
 
-    /// Connections of `tenant` signed in as `user`.
-    pub fn user_conns(&self, tenant: &Tenant, user: &str) -> Vec<ClientId> {
-        self.conns
-            .iter()
-            .flat_map(|s| {
-                s.lock()
-                    .iter()
-                    .filter(|(_, c)| {
-                        c.tenant.app.id == tenant.app.id && c.user.as_deref() == Some(user)
-                    })
-                    .map(|(id, _)| *id)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+    /// The registry user a connection of `tenant` signed in as `user` is bound to (so
+    /// `Broker::close_user` reaches it on any node).
+    pub fn user_key(tenant: &Tenant, user: &str) -> String {
+        format!("pusher:{}:{user}", tenant.app.id)
     }
 
     /// Publishes an event to an app's channel through the hub (cache channels remember
@@ -266,27 +259,38 @@ impl Pusher {
         Ok(offset)
     }
 
-    /// Local subscribers of an app's channel.
-    pub fn subscription_count(&self, tenant: &Tenant, channel: &str) -> usize {
-        self.hub
-            .registry()
-            .subscriber_count(&tenant.hub_channel(channel))
+    /// Subscribers of an app's channel on every node.
+    pub async fn subscription_count(
+        &self,
+        tenant: &Tenant,
+        channel: &str,
+    ) -> Result<usize, BrokerError> {
+        let hub_channel = tenant.hub_channel(channel);
+        let all = self.hub.broker().occupancy().await?;
+        Ok(all
+            .iter()
+            .find(|(name, _)| **name == *hub_channel)
+            .map_or(0, |(_, n)| *n))
     }
 
-    /// Distinct users in an app's presence channel.
-    pub fn user_count(&self, tenant: &Tenant, channel: &str) -> usize {
-        self.rooms.users(&tenant.hub_channel(channel)).len()
+    /// Distinct users in an app's presence channel, on every node, in join order.
+    pub async fn users(&self, tenant: &Tenant, channel: &str) -> Result<Vec<String>, BrokerError> {
+        let members = self.hub.broker().room(&tenant.hub_channel(channel)).await?;
+        Ok(presence::users(&members))
     }
 
-    /// The app's channels with local subscribers, with their subscriber counts.
-    pub fn channels(&self, tenant: &Tenant) -> Vec<(String, usize)> {
-        self.hub
-            .registry()
-            .channels()
+    /// The app's channels with subscribers on some node, with their cluster-wide
+    /// subscriber counts.
+    pub async fn channels(&self, tenant: &Tenant) -> Result<Vec<(String, usize)>, BrokerError> {
+        Ok(self
+            .hub
+            .broker()
+            .occupancy()
+            .await?
             .into_iter()
             .filter_map(|(hub, n)| tenant.app_channel(&hub).map(|name| (name.to_string(), n)))
             .filter(|(name, _)| valid_channel(name, usize::MAX).is_ok())
-            .collect()
+            .collect())
     }
 }
 

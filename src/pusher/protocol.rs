@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
@@ -29,15 +29,6 @@ use crate::ws::frame as wsframe;
 pub struct ConnectParams {
     /// Protocol version.
     pub protocol: Option<String>,
-}
-
-fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// The `pusher:error` frame sent before a close frame with the same code.
@@ -68,20 +59,7 @@ pub async fn upgrade(
     mut req: Request,
 ) -> Result<Response, ApiError> {
     let headers = req.headers();
-    if !has_token(headers, header::UPGRADE, "websocket")
-        || !has_token(headers, header::CONNECTION, "upgrade")
-        || headers
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .map(|v| v.as_bytes())
-            != Some(b"13")
-    {
-        return Err(ApiError::UpgradeRequired);
-    }
-    let ws_key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .filter(|k| k.len() == 24)
-        .ok_or_else(|| ApiError::BadRequest("missing or malformed Sec-WebSocket-Key".into()))?;
-    let accept = tungstenite::handshake::derive_accept_key(ws_key.as_bytes());
+    let accept = crate::ws::accept_key(headers)?;
     let pusher = app.pusher.clone();
     let tenant = pusher.apps.by_key(&key).cloned();
     let stats = &app.hub.registry().stats;

@@ -75,6 +75,26 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Checks an RFC 6455 upgrade request (Upgrade, Connection, version 13, a 16-byte
+/// base64 key) and returns the `Sec-WebSocket-Accept` value for the 101 response.
+pub fn accept_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let version_13 = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        == Some(b"13");
+    if !has_token(headers, header::UPGRADE, "websocket")
+        || !has_token(headers, header::CONNECTION, "upgrade")
+        || !version_13
+    {
+        return Err(ApiError::UpgradeRequired);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|k| k.len() == 24)
+        .ok_or_else(|| ApiError::BadRequest("missing or malformed Sec-WebSocket-Key".into()))?;
+    Ok(tungstenite::handshake::derive_accept_key(key.as_bytes()))
+}
+
 /// Browser handshakes must come from an allowed origin: listed ones, `*` for any, or by
 /// default the same origin as the Host header. No Origin header (non-browser) passes.
 fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
@@ -99,23 +119,7 @@ pub async fn upgrade(
     mut req: Request,
 ) -> Result<Response, ApiError> {
     let headers = req.headers();
-    if !has_token(headers, header::UPGRADE, "websocket")
-        || !has_token(headers, header::CONNECTION, "upgrade")
-    {
-        return Err(ApiError::UpgradeRequired);
-    }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(|v| v.as_bytes())
-        != Some(b"13")
-    {
-        return Err(ApiError::UpgradeRequired);
-    }
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .filter(|k| k.len() == 24)
-        .ok_or_else(|| ApiError::BadRequest("missing or malformed Sec-WebSocket-Key".into()))?;
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept = accept_key(headers)?;
     let params = Query::<WsParams>::try_from_uri(req.uri())
         .map_err(|e| ApiError::BadRequest(e.body_text()))?
         .0;
