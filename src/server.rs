@@ -110,9 +110,9 @@ pub async fn run(
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            for n in 0u64.. {
+            loop {
                 tick.tick().await;
-                registry.sweep(interval, timeout, n % u64::from(interval) == 0);
+                registry.sweep(interval, timeout);
             }
         })
     };

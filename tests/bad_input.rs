@@ -401,3 +401,35 @@ async fn a_client_that_never_reads_is_cut_off_and_others_keep_up() {
     );
     server.shutdown().await;
 }
+
+/// Regression: pings went out only every `ping_interval` seconds, so a client whose
+/// silence began between two of those sweeps reached `interval + timeout` unpinged and
+/// was dropped although it answers every ping.
+#[tokio::test]
+async fn a_client_that_answers_pings_is_never_dropped() {
+    let server = TestServer::with(|c| {
+        c.ping_interval = 2;
+        c.ping_timeout = 2;
+    })
+    .await;
+    // Connect off the sweep's beat.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (mut ws, _) = connect(&server.ws("?channels=alive")).await;
+    // Keep reading (tungstenite answers pings while reading) across several sweeps.
+    let mut pings = 0;
+    let _ = tokio::time::timeout(Duration::from_secs(9), async {
+        while let Some(Ok(m)) = futures_util::StreamExt::next(&mut ws).await {
+            if matches!(m, tokio_tungstenite::tungstenite::Message::Ping(_)) {
+                pings += 1;
+            }
+        }
+    })
+    .await;
+    assert!(
+        pings >= 2,
+        "the server pinged the idle client ({pings} pings)"
+    );
+    publish(&server, "alive", "still connected").await;
+    assert_eq!(next_text(&mut ws).await, "still connected");
+    server.shutdown().await;
+}

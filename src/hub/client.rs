@@ -96,6 +96,8 @@ pub struct Client {
     pub remote: SocketAddr,
     /// Seconds since the hub started when the client last sent anything.
     last_seen: AtomicU32,
+    /// When the server last pinged the client (seconds since the hub started).
+    last_ping: AtomicU32,
     /// When the client's token expires (Unix seconds; 0 = no token).
     expires: AtomicU64,
     limits: QueueLimits,
@@ -123,6 +125,7 @@ impl Client {
             mode,
             remote,
             expires: AtomicU64::new(0),
+            last_ping: AtomicU32::new(0),
             last_seen: AtomicU32::new(now),
             limits,
             outbox: Mutex::new(Outbox::default()),
@@ -220,6 +223,16 @@ impl Client {
         if self.last_seen.load(Ordering::Relaxed) != now {
             self.last_seen.store(now, Ordering::Relaxed);
         }
+    }
+
+    /// Records that the server pinged the client at `now`.
+    pub fn pinged(&self, now: u32) {
+        self.last_ping.store(now, Ordering::Relaxed);
+    }
+
+    /// When the server last pinged the client.
+    pub fn last_ping(&self) -> u32 {
+        self.last_ping.load(Ordering::Relaxed)
     }
 
     /// When the peer last sent anything (seconds since the hub started).

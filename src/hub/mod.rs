@@ -445,9 +445,11 @@ impl Registry {
     /// Pings clients idle for `interval` seconds and aborts those silent for
     /// `interval + timeout` (they did not answer the previous ping).
     ///
-    /// Also closes clients whose token expired (`4001`). Called about once a second;
-    /// pings go out only on calls where `ping` is true.
-    pub fn sweep(&self, interval: u32, timeout: u32, ping: bool) {
+    /// Also closes clients whose token expired (`4001`). Called about once a second.
+    pub fn sweep(&self, interval: u32, timeout: u32) {
+        // Re-ping a silent client every few seconds of its answer window, so a lost ping
+        // (or a sweep that came late) does not cost it the connection.
+        let resend = (timeout / 3).clamp(1, 5);
         let now = self.now();
         let unix = crate::auth::unix_now();
         for shard in self.clients.shards() {
@@ -455,9 +457,6 @@ impl Registry {
                 let expires = client.expires();
                 if expires != 0 && expires <= unix {
                     client.close(CloseReason::TokenExpired);
-                    continue;
-                }
-                if !ping {
                     continue;
                 }
                 let idle = now.saturating_sub(client.last_seen());
@@ -468,10 +467,13 @@ impl Registry {
                     } else {
                         CloseReason::Abort
                     });
-                } else if idle >= interval && client.mode == Mode::Pusher {
-                    client.push(frame::encode(frame::OP_TEXT, message::PUSHER_PING));
-                } else if idle >= interval {
-                    client.push(self.ping.clone());
+                } else if idle >= interval && now.saturating_sub(client.last_ping()) >= resend {
+                    client.pinged(now);
+                    client.push(if client.mode == Mode::Pusher {
+                        frame::encode(frame::OP_TEXT, message::PUSHER_PING)
+                    } else {
+                        self.ping.clone()
+                    });
                 }
             }
         }
