@@ -83,9 +83,14 @@ case_args() {
   esac
 }
 
-# cpu_ticks N: "busy softirq" clock ticks of CPU N so far (busy without softirq).
+# cpu_ticks N: "busy softirq" clock ticks of CPU N so far (busy includes softirq, which
+# this kernel also charges to the process it interrupted).
 cpu_ticks() {
-  awk -v cpu="cpu$1" '$1 == cpu { print $2 + $3 + $4 + $7 + $9, $8 }' /proc/stat
+  awk -v cpu="cpu$1" '$1 == cpu { print $2 + $3 + $4 + $7 + $8 + $9, $8 }' /proc/stat
+}
+# secs TICKS: clock ticks (USER_HZ = 100) as seconds.
+secs() {
+  awk -v t="$1" 'BEGIN { printf "%.2f", t / 100 }'
 }
 # proc_ticks PID: utime + stime of a process so far.
 proc_ticks() {
@@ -105,9 +110,20 @@ wait_quiet() {
   echo "machine still busy after ${QUIET_WAIT}s; running anyway" >&2
 }
 
+# wait_timewait: waits (at most 70 s) for the TIME_WAIT sockets of earlier runs to expire:
+# a new connection that lands on one of their 4-tuples has its SYN dropped (PAWS) and
+# retried a second later, which ruins the connect rate of a big idle run.
+wait_timewait() {
+  for _ in $(seq 70); do
+    [ "$(ss -tan state time-wait | wc -l)" -lt 1000 ] && return 0
+    sleep 1
+  done
+}
+
 for case_name in $CASES; do
   for run in $(seq "$RUNS"); do
     for server in $SERVERS; do
+      wait_timewait
       wait_quiet
       start_server "$server" "$case_name"
       read -r s_busy0 s_soft0 < <(cpu_ticks "$SERVER_CPU")
@@ -122,12 +138,13 @@ for case_name in $CASES; do
       read -r c_busy1 _ < <(cpu_ticks "$CLIENT_CPU")
       stop_server
       # Seconds of: the server process, everything else on its core (other processes),
-      # softirq on its core (loopback receive work, not charged to any process), and
-      # everything on the generator's core.
+      # softirq on its core (loopback receive work; mostly inside the server's own time),
+      # and everything on the generator's core.
       echo "{\"case\":\"$case_name\",\"server\":\"$server\",\"run\":$run,\
-\"server_process_cpu_s\":$(((p1 - p0))e-2),\"server_core_others_s\":$(((s_busy1 - s_busy0 - p1 + p0))e-2),\
-\"server_core_softirq_s\":$(((s_soft1 - s_soft0))e-2),\"client_core_busy_s\":$(((c_busy1 - c_busy0))e-2),\
-\"result\":$line}" >>"$OUT"
+\"server_process_cpu_s\":$(secs $((p1 - p0))),\
+\"server_core_others_s\":$(secs $((s_busy1 - s_busy0 - p1 + p0))),\
+\"server_core_softirq_s\":$(secs $((s_soft1 - s_soft0))),\
+\"client_core_busy_s\":$(secs $((c_busy1 - c_busy0))),\"result\":$line}" >>"$OUT"
       sleep 2
     done
   done

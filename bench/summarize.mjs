@@ -62,7 +62,7 @@ const cases = [...new Set(runs.map((r) => r.case))];
 console.log(`| case | figure | ${servers.join(' | ')} |`);
 console.log(`|---|---|${servers.map(() => '---').join('|')}|`);
 // Every case: how much else ran on the server's core (a build elsewhere, say), and the
-// loopback receive work done there in softirq (charged to no process).
+// loopback receive work done there in softirq (mostly charged to the server itself).
 const noise = [
   ['other processes on the server core (CPU-s)', (r, w) => w.server_core_others_s, (x) => x.toFixed(2)],
   ['softirq on the server core (CPU-s)', (r, w) => w.server_core_softirq_s, (x) => x.toFixed(2)],

@@ -107,8 +107,7 @@ async fn serve(config: Config) -> Result<(), Failure> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = listen(config.listen)
         .map_err(|e| Failure::Run(anyhow::anyhow!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener.local_addr().map_err(|e| Failure::Run(e.into()))?;
     println!("listening on http://{addr}");
@@ -120,4 +119,17 @@ async fn serve(config: Config) -> Result<(), Failure> {
     )
     .await
     .map_err(|e| Failure::Run(e.into()))
+}
+
+/// Binds with a deep accept backlog: connection storms (reconnecting browsers after a
+/// deploy) must not have their SYNs dropped and retried a second later.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }

@@ -80,8 +80,9 @@ pub fn source(i: usize, k: u8) -> Option<Ipv4Addr> {
 pub async fn tcp(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     if let Some(ip) = source {
-        // Lets bind() pick ports still in TIME_WAIT from an earlier run.
-        socket.set_reuseaddr(true)?;
+        // No SO_REUSEADDR: a port whose 4-tuple is still in TIME_WAIT from an earlier run
+        // would be picked, and its SYN dropped (PAWS) and retried a second later. Let
+        // TIME_WAIT drain between big runs (bench/run.sh waits for it).
         socket.bind(SocketAddr::new(ip.into(), 0))?;
     }
     let stream = socket.connect(addr).await?;
