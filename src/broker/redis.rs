@@ -130,6 +130,16 @@ fn unavailable(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Unavailable(e.to_string())
 }
 
+/// Runs one Redis call within `CALL_TIMEOUT`, a failure or timeout being `Unavailable`.
+async fn bounded<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, BrokerError> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .map_err(|_| unavailable("redis timed out"))?
+        .map_err(unavailable)
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -635,8 +645,7 @@ impl Inner {
     async fn snapshot(&self, channel: &str, from: u64) -> Result<Snapshot, BrokerError> {
         let mut conn = self.shard(channel).conn.clone();
         let [offset_key, history_key, epoch_key] = keys(channel);
-        let (epoch, offset, len, raw): (String, u64, u64, Vec<Vec<u8>>) = tokio::time::timeout(
-            CALL_TIMEOUT,
+        let (epoch, offset, len, raw): (String, u64, u64, Vec<Vec<u8>>) = bounded(
             self.read
                 .key(offset_key)
                 .key(history_key)
@@ -644,9 +653,7 @@ impl Inner {
                 .arg(from)
                 .invoke_async(&mut conn),
         )
-        .await
-        .map_err(|_| unavailable("redis timed out"))?
-        .map_err(unavailable)?;
+        .await?;
         let ns = self.namespaces.of(channel);
         let now = now_ms();
         let fresh = |e: &Envelope| {
@@ -679,8 +686,7 @@ impl Inner {
         let mut conn = self.shard(channel).conn.clone();
         let [offset_key, history_key, epoch_key] = keys(channel);
         let ttl = ns.history_ttl.map_or(0, |t| t.as_millis() as u64);
-        let (offset, _epoch): (u64, String) = tokio::time::timeout(
-            CALL_TIMEOUT,
+        let (offset, _epoch): (u64, String) = bounded(
             self.publish
                 .key(offset_key)
                 .key(history_key)
@@ -693,9 +699,7 @@ impl Inner {
                 .arg(encode_event(&payload))
                 .invoke_async(&mut conn),
         )
-        .await
-        .map_err(|_| unavailable("redis timed out"))?
-        .map_err(unavailable)?;
+        .await?;
         Ok(offset)
     }
 
@@ -891,23 +895,17 @@ impl Inner {
             member.client.0
         );
         pipe.publish(topic(channel), event).ignore();
-        tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn))
-            .await
-            .map_err(|_| unavailable("redis timed out"))?
-            .map_err(unavailable)
+        bounded(pipe.query_async::<()>(&mut conn)).await
     }
 
     async fn presence_now(&self, channel: &str) -> Result<Vec<Member>, BrokerError> {
         let mut conn = self.shard(channel).conn.clone();
-        let all: HashMap<String, String> = tokio::time::timeout(
-            CALL_TIMEOUT,
+        let all: HashMap<String, String> = bounded(
             redis::cmd("HGETALL")
                 .arg(presence_key(channel))
                 .query_async(&mut conn),
         )
-        .await
-        .map_err(|_| unavailable("redis timed out"))?
-        .map_err(unavailable)?;
+        .await?;
         let now = now_ms();
         let mut members: Vec<Member> = all
             .into_iter()
@@ -1040,11 +1038,7 @@ impl Inner {
             .pexpire(&key, (2 * PRESENCE_TTL_MS) as i64)
             .ignore()
             .hgetall(&key);
-        let (all,): (HashMap<String, String>,) =
-            tokio::time::timeout(CALL_TIMEOUT, pipe.query_async(&mut conn))
-                .await
-                .map_err(|_| unavailable("redis timed out"))?
-                .map_err(unavailable)?;
+        let (all,): (HashMap<String, String>,) = bounded(pipe.query_async(&mut conn)).await?;
         Ok(room_members(all, now))
     }
 
@@ -1067,10 +1061,7 @@ impl Inner {
             .ignore()
             .hgetall(&key);
         let (gone, all): (Option<String>, HashMap<String, String>) =
-            tokio::time::timeout(CALL_TIMEOUT, pipe.query_async(&mut conn))
-                .await
-                .map_err(|_| unavailable("redis timed out"))?
-                .map_err(unavailable)?;
+            bounded(pipe.query_async(&mut conn)).await?;
         let gone = gone
             .and_then(|v| serde_json::from_str::<RoomEntry>(&v).ok())
             .map(|e| Member {
@@ -1083,39 +1074,32 @@ impl Inner {
 
     async fn room_now(&self, room: &str) -> Result<Vec<Member>, BrokerError> {
         let mut conn = self.shard(room).conn.clone();
-        let all: HashMap<String, String> = tokio::time::timeout(
-            CALL_TIMEOUT,
+        let all: HashMap<String, String> = bounded(
             redis::cmd("HGETALL")
                 .arg(room_key(room))
                 .query_async(&mut conn),
         )
-        .await
-        .map_err(|_| unavailable("redis timed out"))?
-        .map_err(unavailable)?;
+        .await?;
         Ok(room_members(all, now_ms()))
     }
 
     async fn close_user_now(&self, user: &str, reason: CloseReason) -> Result<(), BrokerError> {
         let index = CLOSE_REASONS.iter().position(|r| *r == reason).unwrap_or(0);
         let mut conn = self.shards[0].conn.clone();
-        tokio::time::timeout(
-            CALL_TIMEOUT,
+        bounded(
             redis::cmd("PUBLISH")
                 .arg("wspush:close")
                 .arg(format!("{index}:{user}"))
                 .query_async::<()>(&mut conn),
         )
         .await
-        .map_err(|_| unavailable("redis timed out"))?
-        .map_err(unavailable)
     }
 
     async fn occupancy_sync_now(&self, channel: &str) -> Result<(usize, usize), BrokerError> {
         let node = self.registry.node();
         let now = now_ms();
         let mut conn = self.shards[0].conn.clone();
-        tokio::time::timeout(
-            CALL_TIMEOUT,
+        bounded(
             self.occupancy_sync
                 .key(occupancy_key(node))
                 .key(OCCUPANCY_NODES)
@@ -1128,22 +1112,17 @@ impl Inner {
                 .invoke_async(&mut conn),
         )
         .await
-        .map_err(|_| unavailable("redis timed out"))?
-        .map_err(unavailable)
     }
 
     async fn occupancy_now(&self) -> Result<Occupancy, BrokerError> {
         let mut conn = self.shards[0].conn.clone();
-        let flat: Vec<(String, usize)> = tokio::time::timeout(
-            CALL_TIMEOUT,
+        let flat: Vec<(String, usize)> = bounded(
             self.occupancy_all
                 .key(OCCUPANCY_NODES)
                 .arg(now_ms())
                 .invoke_async(&mut conn),
         )
-        .await
-        .map_err(|_| unavailable("redis timed out"))?
-        .map_err(unavailable)?;
+        .await?;
         let mut all: Vec<(Arc<str>, usize)> =
             flat.into_iter().map(|(c, n)| (Arc::from(c), n)).collect();
         all.sort();
@@ -1200,16 +1179,13 @@ impl Inner {
         let mut body = format!("{}:{}:", id.0, kind_code(payload.kind)).into_bytes();
         body.extend_from_slice(&payload.data);
         let mut conn = self.shards[0].conn.clone();
-        let receivers: usize = tokio::time::timeout(
-            CALL_TIMEOUT,
+        let receivers: usize = bounded(
             redis::cmd("PUBLISH")
                 .arg(format!("wspush:node:{node}"))
                 .arg(body)
                 .query_async(&mut conn),
         )
-        .await
-        .map_err(|_| unavailable("redis timed out"))?
-        .map_err(unavailable)?;
+        .await?;
         Ok(receivers.min(1))
     }
 
@@ -1217,16 +1193,13 @@ impl Inner {
         let mut body = format!("{}:{user}{}:", user.len(), kind_code(payload.kind)).into_bytes();
         body.extend_from_slice(&payload.data);
         let mut conn = self.shards[0].conn.clone();
-        tokio::time::timeout(
-            CALL_TIMEOUT,
+        bounded(
             redis::cmd("PUBLISH")
                 .arg("wspush:users")
                 .arg(body)
                 .query_async(&mut conn),
         )
         .await
-        .map_err(|_| unavailable("redis timed out"))?
-        .map_err(unavailable)
     }
 
     async fn healthy_now(&self) -> bool {
