@@ -725,11 +725,7 @@ impl Inner {
         }
         let mut sink = self.sink(channel).await?;
         gate.subscribed.store(true, Relaxed);
-        if let Err(e) = tokio::time::timeout(CALL_TIMEOUT, sink.subscribe(topic(channel)))
-            .await
-            .map_err(|_| unavailable("redis timed out"))
-            .and_then(|r| r.map_err(unavailable))
-        {
+        if let Err(e) = bounded(sink.subscribe(topic(channel))).await {
             gate.subscribed.store(false, Relaxed);
             return Err(e);
         }
