@@ -26,6 +26,26 @@ async fn node(redis: &str) -> TestServer {
     TestServer::with(move |c| cluster_config(c, &redis)).await
 }
 
+/// Publishes as soon as the node's broker answers again (503 `broker_unavailable`
+/// publishes nothing, so retrying is safe); the offset.
+async fn publish_once_redis_is_back(node: &TestServer, channel: &str, data: &str) -> u64 {
+    within("a publish after Redis is back", async {
+        loop {
+            let (status, body) = post(
+                &node.http("/api/publish"),
+                json!({"channel": channel, "data": data}),
+            )
+            .await;
+            if status == 200 {
+                return body["offset"].as_u64().unwrap();
+            }
+            assert_eq!(body["error"]["code"], json!("broker_unavailable"), "{body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
 /// The next pushed message, skipping presence events.
 async fn next_data(c: &mut JsonClient) -> Value {
     loop {
@@ -188,22 +208,7 @@ async fn redis_unavailable_fails_publishes_clearly_and_nothing_is_lost_after() {
     redis.restart().await;
     // As soon as b can publish again, publish: a may not have re-subscribed yet, and
     // must recover these from history.
-    let mut offset = 0;
-    within("publish after restart", async {
-        loop {
-            let (status, body) = post(
-                &b.http("/api/publish"),
-                json!({"channel": "f:1", "data": "after-1"}),
-            )
-            .await;
-            if status == 200 {
-                offset = body["offset"].as_u64().unwrap();
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let offset = publish_once_redis_is_back(&b, "f:1", "after-1").await;
     assert_eq!(offset, 4, "offsets continue after the outage");
     for i in 2..=5 {
         publish(&b, "f:1", &format!("after-{i}")).await;
@@ -293,22 +298,7 @@ async fn redis_restarted_empty_starts_a_new_epoch_that_clients_detect() {
 
     redis.stop(false).await;
     redis.restart().await;
-    let mut offset = 0;
-    within("publish after empty restart", async {
-        loop {
-            let (status, body) = post(
-                &a.http("/api/publish"),
-                json!({"channel": "e:1", "data": "new-1"}),
-            )
-            .await;
-            if status == 200 {
-                offset = body["offset"].as_u64().unwrap();
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let offset = publish_once_redis_is_back(&a, "e:1", "new-1").await;
     assert_eq!(offset, 1, "Redis lost everything: offsets restart...");
     // ...and the live JSON subscriber is told to resync instead of silently seeing offset 1 again.
     assert_eq!(close_code(&mut c.ws).await, 1012);

@@ -158,6 +158,15 @@ impl Message {
         }
     }
 
+    /// The frame for a client of `mode`, encoded on first use and shared after.
+    pub fn frame_for(&self, mode: super::Mode) -> &Bytes {
+        match mode {
+            super::Mode::Raw => self.raw_frame(),
+            super::Mode::Json => self.json_frame(),
+            super::Mode::Pusher => self.pusher_frame(),
+        }
+    }
+
     /// The raw-mode frame, encoded on first use.
     pub fn raw_frame(&self) -> &Bytes {
         self.raw.get_or_init(|| self.payload.raw_frame())

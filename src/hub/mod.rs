@@ -299,12 +299,7 @@ impl Registry {
 
     /// The fan-out push: queue the frame, wake the session through the coalescer.
     fn fan_out(&self, client: &Arc<Client>, msg: &Message) {
-        let frame = match client.mode {
-            Mode::Raw => msg.raw_frame(),
-            Mode::Json => msg.json_frame(),
-            Mode::Pusher => msg.pusher_frame(),
-        };
-        let (pushed, wake) = client.push_quiet(frame.clone());
+        let (pushed, wake) = client.push_quiet(msg.frame_for(client.mode).clone());
         self.count(pushed);
         if wake {
             self.coalescer.wake(client);
@@ -326,13 +321,8 @@ impl Registry {
     }
 
     /// Queues a message for one client in its wire format.
-    pub fn push_message(&self, client: &Client, msg: &Message) {
-        let frame = match client.mode {
-            Mode::Raw => msg.raw_frame(),
-            Mode::Json => msg.json_frame(),
-            Mode::Pusher => msg.pusher_frame(),
-        };
-        self.push_frame(client, frame.clone());
+    pub fn push_message(&self, client: &Client, msg: &Message) -> Pushed {
+        self.push_frame(client, msg.frame_for(client.mode).clone())
     }
 
     /// Tells a channel's JSON subscribers that `member` joined or left.
@@ -383,52 +373,33 @@ impl Registry {
         let Some(client) = self.client(id) else {
             return 0;
         };
-        let frame = match client.mode {
-            Mode::Raw => payload.raw_frame(),
-            Mode::Json => Message::new(Arc::from(id.to_string()), 0, payload.clone())
-                .json_frame()
-                .clone(),
-            Mode::Pusher => Message::new(Arc::from(id.to_string()), 0, payload.clone())
-                .pusher_frame()
-                .clone(),
-        };
-        usize::from(self.push_frame(&client, frame) == Pushed::Queued)
+        let msg = Message::new(Arc::from(id.to_string()), 0, payload.clone());
+        usize::from(self.push_message(&client, &msg) == Pushed::Queued)
     }
 
     /// Sends a payload to every local connection of a user; how many it reached.
     pub fn send_user_local(&self, user: &str, payload: &Payload) -> usize {
-        let clients: Vec<Arc<Client>> = self
-            .users
+        // One message for all of the user's connections: each wire format encoded once.
+        let msg = Message::new(Arc::from(format!("@{user}")), 0, payload.clone());
+        self.user_clients(user)
+            .iter()
+            .filter(|client| self.push_message(client, &msg) == Pushed::Queued)
+            .count()
+    }
+
+    /// The local connections bound to `user`.
+    fn user_clients(&self, user: &str) -> Vec<Arc<Client>> {
+        self.users
             .shard(fnv(user))
             .lock()
             .get(user)
             .cloned()
-            .unwrap_or_default();
-        let mut reached = 0;
-        for client in clients {
-            let frame = match client.mode {
-                Mode::Raw => payload.raw_frame(),
-                Mode::Json => Message::new(Arc::from(format!("@{user}")), 0, payload.clone())
-                    .json_frame()
-                    .clone(),
-                Mode::Pusher => Message::new(Arc::from(format!("@{user}")), 0, payload.clone())
-                    .pusher_frame()
-                    .clone(),
-            };
-            reached += usize::from(self.push_frame(&client, frame) == Pushed::Queued);
-        }
-        reached
+            .unwrap_or_default()
     }
 
     /// Asks every local connection bound to `user` to close with `reason`; how many.
     pub fn close_user_local(&self, user: &str, reason: CloseReason) -> usize {
-        let clients: Vec<Arc<Client>> = self
-            .users
-            .shard(fnv(user))
-            .lock()
-            .get(user)
-            .cloned()
-            .unwrap_or_default();
+        let clients = self.user_clients(user);
         for client in &clients {
             client.close(reason);
         }
