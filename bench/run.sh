@@ -5,6 +5,12 @@
 #
 #   bench/run.sh                                   # everything, 3 runs each
 #   RUNS=1 SERVERS="wspush uws" CASES="fanout1k echo100" bench/run.sh
+#   SERVERS="wspush-pusher soketi sockudo" CASES="fanout1k idle10k fanout10k" bench/run.sh
+#
+# Servers: wspush (native /ws), ws and uws (bench/anchors), wspush-pusher (wspush's Pusher
+# front: subscribe by Pusher protocol 7, publish by signed POST /apps/1/events), soketi
+# and sockudo (bench/anchors/pusher, installed by its install.sh; same Pusher workload).
+# echo100 is skipped for the Pusher servers (the protocol has no echo).
 #
 # Needs: a release build (made here unless BIN is given), node 20 and `npm ci` in bench/anchors (done here).
 set -euo pipefail
@@ -39,28 +45,49 @@ start_server() {
       taskset -c "$SERVER_CPU" "$BIN" serve --listen 127.0.0.1:9100 --quiet --no-console \
         "${extra[@]}" </dev/null >"$log" 2>&1 &
       ;;
+    wspush-pusher)
+      taskset -c "$SERVER_CPU" "$BIN" serve --listen 127.0.0.1:9103 --quiet --no-console \
+        --pusher-app 1:app-key:app-secret </dev/null >"$log" 2>&1 &
+      ;;
+    soketi) taskset -c "$SERVER_CPU" bench/anchors/pusher/start.sh soketi 9104 </dev/null >"$log" 2>&1 & ;;
+    sockudo) taskset -c "$SERVER_CPU" bench/anchors/pusher/start.sh sockudo 9105 </dev/null >"$log" 2>&1 & ;;
     ws) taskset -c "$SERVER_CPU" node bench/anchors/ws-server.mjs 9101 </dev/null >"$log" 2>&1 & ;;
     uws) taskset -c "$SERVER_CPU" node bench/anchors/uws-server.mjs 9102 </dev/null >"$log" 2>&1 & ;;
     *) echo "unknown server $1" >&2; exit 64 ;;
   esac
   PID=$!
-  for _ in $(seq 100); do
+  LAUNCHER=$PID
+  for _ in $(seq 300); do
     ADDR=$(sed -n 's#^listening on http://##p' "$log" | head -1)
     [ -n "$ADDR" ] && break
     sleep 0.1
   done
   [ -n "$ADDR" ] || { echo "$1 did not start:" >&2; cat "$log" >&2; kill "$PID" 2>/dev/null; exit 1; }
+  # A launcher script's server is the process listening on the port: measure that one.
+  local listener
+  listener=$(ss -ltnpH "sport = :${ADDR##*:}" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+  [ -n "$listener" ] && PID=$listener
   rm -f "$log"
 }
 
 stop_server() {
-  kill "$PID" 2>/dev/null || true
-  wait "$PID" 2>/dev/null || true
+  kill "$PID" "$LAUNCHER" 2>/dev/null || true
+  wait "$LAUNCHER" 2>/dev/null || true
+  while kill -0 "$PID" 2>/dev/null; do sleep 0.1; done
+}
+
+# is_pusher NAME: the server speaks only the Pusher protocol.
+is_pusher() {
+  case $1 in wspush-pusher|soketi|sockudo) return 0 ;; *) return 1 ;; esac
 }
 
 # target_args NAME CASE: how the generator reaches this server.
 target_args() {
   local sub=()
+  if is_pusher "$1"; then
+    echo "--server $ADDR --protocol pusher"
+    return
+  fi
   case $1 in
     wspush) sub=(--server "$ADDR") ;;
     *) sub=(--url "ws://$ADDR/ws" --publish-url "http://$ADDR/publish" --publish-format raw) ;;
@@ -123,6 +150,7 @@ wait_timewait() {
 for case_name in $CASES; do
   for run in $(seq "$RUNS"); do
     for server in $SERVERS; do
+      if [ "$case_name" = echo100 ] && is_pusher "$server"; then continue; fi
       wait_timewait
       wait_quiet
       start_server "$server" "$case_name"

@@ -40,7 +40,7 @@ enum Command {
         json: bool,
     },
     /// The load generator: idle, fanout and echo scenarios (see BENCHMARKS.md).
-    Bench(wspush::bench::Args),
+    Bench(Box<wspush::bench::Args>),
 }
 
 fn main() -> ExitCode {
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
             } => wspush::publish::run(&server, api_key.as_deref(), &channel, &data, json)
                 .await
                 .map_err(Failure::Run),
-            Command::Bench(args) => wspush::bench::run(args).await.map_err(Failure::Run),
+            Command::Bench(args) => wspush::bench::run(*args).await.map_err(Failure::Run),
         }
     });
     // The console thread may be blocked on stdin: do not wait for it.

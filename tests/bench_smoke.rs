@@ -21,6 +21,11 @@ impl Drop for Guard {
 
 /// Starts `wspush serve` on a free port (echoing client messages); its guard and address.
 fn server() -> (Guard, String) {
+    server_with(&[])
+}
+
+/// Starts `wspush serve --upstream echo EXTRA...` on a free port.
+fn server_with(extra: &[&str]) -> (Guard, String) {
     let mut child = Command::new(BIN)
         .args([
             "serve",
@@ -30,6 +35,7 @@ fn server() -> (Guard, String) {
             "--no-console",
         ])
         .args(["--upstream", "echo"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -166,6 +172,61 @@ fn fanout_delivers_everything_in_order() {
         "{v}"
     );
     assert_eq!(v["out_of_order"], 0, "{v}");
+}
+
+#[test]
+fn pusher_fanout_subscribes_by_protocol_and_publishes_signed_events() {
+    let (server, addr) = server_with(&["--pusher-app", "7:bench-key:bench-secret"]);
+    let pid = server.0.id().to_string();
+    let common = [
+        "fanout",
+        "--protocol",
+        "pusher",
+        "--server",
+        &addr,
+        "--server-pid",
+        &pid,
+        "--app-id",
+        "7",
+        "--app-key",
+        "bench-key",
+        "--connections",
+        "20",
+        "--publishers",
+        "4",
+        "--settle",
+        "0",
+    ];
+    let v = bench(
+        &[
+            &common[..],
+            &["--app-secret", "bench-secret", "--messages", "200"],
+        ]
+        .concat(),
+        Duration::from_secs(60),
+    );
+    assert!(
+        v["url"]
+            .as_str()
+            .unwrap()
+            .contains("/app/bench-key?protocol=7"),
+        "{v}"
+    );
+    assert_eq!(v["connections"], 20, "{v}");
+    assert_eq!(v["published"], 200, "{v}");
+    assert_eq!(v["delivered"], 20 * 200, "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["out_of_order"], 0, "{v}");
+    assert_eq!(v["malformed"], 0, "{v}");
+
+    // Signed with the wrong secret, every publish is refused (401), none counted.
+    let v = bench(
+        &[&common[..], &["--app-secret", "wrong", "--messages", "10"]].concat(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(v["published"], 0, "{v}");
+    assert_eq!(v["publish_failed"], 10, "{v}");
+    assert_eq!(v["delivered"], 0, "{v}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::stats::{self, Histogram, Stamp, STAMP_LEN};
 use super::sys;
-use super::wire::{self, Conn, Url};
+use super::wire::{Conn, Url};
 use super::{round, si, Report, Target};
 
 /// `wspush bench echo` options.
@@ -49,16 +49,12 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         bail!("--payload must be at least {STAMP_LEN} bytes");
     }
     let target = &opts.target;
+    if target.protocol != super::Protocol::Wspush {
+        bail!("echo measures plain WebSocket round trips: use --protocol wspush");
+    }
     let ws_url = target.ws_url(false);
     let url = Url::parse(&ws_url, "ws").await?;
-    let opened = wire::open_many(
-        &url,
-        opts.clients,
-        target.source_ips,
-        target.connect_concurrency,
-        target.connect_timeout(),
-    )
-    .await;
+    let opened = target.open(&url, opts.clients, false).await;
     if opened.conns.is_empty() {
         bail!(
             "no client could connect to {ws_url}: {}",

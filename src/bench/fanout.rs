@@ -15,8 +15,9 @@ use tokio::time::Instant;
 
 use super::stats::{self, Histogram, Stamp, STAMP_LEN};
 use super::sys::{self, wall_ns};
-use super::wire::{self, Conn, Url};
-use super::{round, si, Report, Target};
+use super::wire::{Conn, Url};
+use super::{round, si, Protocol, PusherApp, Report, Target};
+use crate::pusher::auth;
 
 /// How fast to publish.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,6 +48,9 @@ pub enum Format {
     Wspush,
     /// POST the bare payload as the body (the anchors' /publish).
     Raw,
+    /// A signed Pusher HTTP API `POST /apps/APP_ID/events` (event `m`, the payload as
+    /// its `data` string).
+    Pusher,
 }
 
 /// `wspush bench fanout` options.
@@ -70,12 +74,14 @@ pub struct Options {
     /// Publishing connections, each with one publish in flight (at most 100).
     #[arg(long, default_value_t = 16)]
     pub publishers: usize,
-    /// Publish URL [default: http://SERVER/api/publish].
+    /// Publish URL [default: http://SERVER/api/publish, or
+    /// http://SERVER/apps/APP_ID/events for the Pusher format].
     #[arg(long)]
     pub publish_url: Option<String>,
-    /// How the payload is published.
-    #[arg(long, value_enum, default_value_t = Format::Wspush)]
-    pub publish_format: Format,
+    /// How the payload is published [default: `pusher` with `--protocol pusher`, else
+    /// `wspush`].
+    #[arg(long, value_enum)]
+    pub publish_format: Option<Format>,
     /// API key for wspush's publish API (`Authorization: apikey KEY`).
     #[arg(long, env = "WSPUSH_API_KEY")]
     pub api_key: Option<String>,
@@ -115,6 +121,15 @@ struct Published {
     first_error: RefCell<Option<String>>,
 }
 
+impl Options {
+    fn format(&self) -> Format {
+        self.publish_format.unwrap_or(match self.target.protocol {
+            Protocol::Pusher => Format::Pusher,
+            Protocol::Wspush => Format::Wspush,
+        })
+    }
+}
+
 /// Runs the scenario.
 pub async fn run(opts: Options) -> anyhow::Result<Report> {
     if opts.payload < STAMP_LEN {
@@ -126,20 +141,14 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let target = &opts.target;
     let ws_url = target.ws_url(true);
     let url = Url::parse(&ws_url, "ws").await?;
-    let publish_url = opts
-        .publish_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}/api/publish", target.server));
+    let format = opts.format();
+    let publish_url = opts.publish_url.clone().unwrap_or_else(|| match format {
+        Format::Pusher => format!("http://{}/apps/{}/events", target.server, target.app.app_id),
+        _ => format!("http://{}/api/publish", target.server),
+    });
     let publish = Url::parse(&publish_url, "http").await?;
 
-    let opened = wire::open_many(
-        &url,
-        opts.connections,
-        target.source_ips,
-        target.connect_concurrency,
-        target.connect_timeout(),
-    )
-    .await;
+    let opened = target.open(&url, opts.connections, true).await;
     let connected = opened.conns.len() as u64;
     if connected == 0 {
         bail!(
@@ -151,8 +160,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         target: Cell::new(u64::MAX),
         ..Shared::default()
     });
+    let pusher = target.protocol == Protocol::Pusher;
     for conn in opened.conns {
-        tokio::task::spawn_local(receive(conn, shared.clone(), opts.payload));
+        tokio::task::spawn_local(receive(conn, shared.clone(), opts.payload, pusher));
     }
     tokio::time::sleep(Duration::from_secs_f64(opts.settle)).await;
 
@@ -291,23 +301,27 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
 /// One publishing connection: takes the next message number, waits for its slot when
 /// rate-limited, stamps and publishes it, until the count or the time is used up.
 async fn publisher(id: u32, opts: &Options, url: Url, published: Rc<Published>, start: Instant) {
-    let (content_type, prefix, suffix) = match opts.publish_format {
+    let channel = serde_json::Value::from(opts.target.channel.as_str());
+    let format = opts.format();
+    let (content_type, prefix, suffix) = match format {
         Format::Wspush => (
             "application/json",
-            format!(
-                "{{\"channel\":{},\"data\":\"",
-                serde_json::Value::from(opts.target.channel.as_str())
-            ),
+            format!("{{\"channel\":{channel},\"data\":\""),
             "\"}",
         ),
         Format::Raw => ("text/plain", String::new(), ""),
+        Format::Pusher => (
+            "application/json",
+            format!("{{\"name\":\"m\",\"channels\":[{channel}],\"data\":\""),
+            "\"}",
+        ),
     };
     let auth = opts
         .api_key
         .as_ref()
         .map(|k| format!("Authorization: apikey {k}\r\n"))
         .unwrap_or_default();
-    let mut client = super::http::Client::new(url, content_type, &auth);
+    let mut client = super::http::Client::new(url.clone(), content_type, &auth);
     let deadline = start + Duration::from_secs_f64(opts.duration);
     let mut body = Vec::with_capacity(prefix.len() + opts.payload + suffix.len());
     body.extend_from_slice(prefix.as_bytes());
@@ -333,7 +347,14 @@ async fn publisher(id: u32, opts: &Options, url: Url, published: Rc<Published>, 
             sent_ns: wall_ns(),
         }
         .write(&mut body[at..at + STAMP_LEN]);
-        let error = match client.post(&body).await {
+        let sent = match format {
+            Format::Pusher => {
+                let path = pusher_signed_path(&url.path, &opts.target.app, &body);
+                client.post_to(&path, &body).await
+            }
+            _ => client.post(&body).await,
+        };
+        let error = match sent {
             Ok(status) if (200..300).contains(&status) => {
                 published.ok.set(published.ok.get() + 1);
                 continue;
@@ -346,12 +367,43 @@ async fn publisher(id: u32, opts: &Options, url: Url, published: Rc<Published>, 
     }
 }
 
+/// `path?auth_key=..&auth_timestamp=..&auth_version=1.0&body_md5=..&auth_signature=..`:
+/// a Pusher HTTP API request path signed with the app secret.
+fn pusher_signed_path(path: &str, app: &PusherApp, body: &[u8]) -> String {
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Already in sorted key order, as the signature requires.
+    let query = format!(
+        "auth_key={}&auth_timestamp={timestamp}&auth_version=1.0&body_md5={}",
+        app.app_key,
+        auth::body_md5(body)
+    );
+    let signature = auth::sign(&app.app_secret, format!("POST\n{path}\n{query}").as_bytes());
+    format!("{path}?{query}&auth_signature={signature}")
+}
+
+/// The payload of a Pusher channel event: the `data` string's `len` bytes (the payloads
+/// are plain ASCII, so they need no JSON unescaping).
+fn pusher_payload(message: &[u8], len: usize) -> Option<&[u8]> {
+    const DATA: &[u8] = b"\"data\":\"";
+    let start = memchr::memmem::find(message, DATA)? + DATA.len();
+    let end = start + len;
+    (message.get(end) == Some(&b'"')).then(|| &message[start..end])
+}
+
 /// One subscriber: checks and times every delivery until the connection ends.
-async fn receive(mut conn: Conn, shared: Rc<Shared>, payload: usize) {
+async fn receive(mut conn: Conn, shared: Rc<Shared>, payload: usize, pusher: bool) {
     // Per publisher: the next sequence number expected to be higher than (seq + 1).
     let mut last = [0u64; 100];
     let s = &*shared;
-    let mut on_message = |data: &[u8], now: u64| {
+    let mut on_message = |message: &[u8], now: u64| {
+        let data = if pusher {
+            pusher_payload(message, payload).unwrap_or(message)
+        } else {
+            message
+        };
         let Some(stamp) = Stamp::read(data).filter(|_| data.len() == payload) else {
             s.malformed.set(s.malformed.get() + 1);
             return;
@@ -399,5 +451,34 @@ mod tests {
         assert_eq!("100".parse::<Rate>(), Ok(Rate::PerSecond(100.0)));
         assert!("0".parse::<Rate>().is_err());
         assert!("fast".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn pusher_payloads_come_out_of_channel_events() {
+        let event = br#"{"event":"m","channel":"bench","data":"abcdef"}"#;
+        assert_eq!(pusher_payload(event, 6), Some(&b"abcdef"[..]));
+        assert_eq!(pusher_payload(event, 5), None);
+        assert_eq!(pusher_payload(br#"{"event":"m","data":{}}"#, 2), None);
+    }
+
+    #[test]
+    fn pusher_requests_are_signed_as_the_server_checks_them() {
+        let app = PusherApp {
+            app_id: "1".into(),
+            app_key: "k".into(),
+            app_secret: "s".into(),
+        };
+        let body = br#"{"name":"m","channels":["c"],"data":"x"}"#;
+        let signed = pusher_signed_path("/apps/1/events", &app, body);
+        let (path, query) = signed.split_once('?').unwrap();
+        assert_eq!(path, "/apps/1/events");
+        let params = auth::parse_query(query);
+        assert_eq!(params["body_md5"], auth::body_md5(body));
+        let message = auth::string_to_sign("POST", path, &params);
+        assert!(auth::verify(
+            "s",
+            message.as_bytes(),
+            &params["auth_signature"]
+        ));
     }
 }

@@ -12,7 +12,7 @@ use super::wire::{tcp, Url};
 /// One keep-alive connection to a publish URL.
 pub struct Client {
     url: Url,
-    /// Everything before the Content-Length value.
+    /// The header lines before the Content-Length value.
     head: Vec<u8>,
     stream: Option<TcpStream>,
     request: Vec<u8>,
@@ -23,8 +23,8 @@ impl Client {
     /// A client that POSTs to `url` with these extra header lines (each ending in CRLF).
     pub fn new(url: Url, content_type: &str, extra_headers: &str) -> Client {
         let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\n{extra_headers}Content-Length: ",
-            url.path, url.host
+            "Host: {}\r\nContent-Type: {content_type}\r\n{extra_headers}Content-Length: ",
+            url.host
         )
         .into_bytes();
         Client {
@@ -36,9 +36,19 @@ impl Client {
         }
     }
 
-    /// POSTs `body` and reads the answer; its status code.
+    /// POSTs `body` to the URL's path and reads the answer; its status code.
     pub async fn post(&mut self, body: &[u8]) -> io::Result<u16> {
+        let path = std::mem::take(&mut self.url.path);
+        let result = self.post_to(&path, body).await;
+        self.url.path = path;
+        result
+    }
+
+    /// POSTs `body` to `path` (with its query) on the URL's server; the status code.
+    pub async fn post_to(&mut self, path: &str, body: &[u8]) -> io::Result<u16> {
         self.request.clear();
+        self.request
+            .extend_from_slice(format!("POST {path} HTTP/1.1\r\n").as_bytes());
         self.request.extend_from_slice(&self.head);
         self.request
             .extend_from_slice(format!("{}\r\n\r\n", body.len()).as_bytes());

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::bail;
 
 use super::sys;
-use super::wire::{self, Conn, Url};
+use super::wire::{Conn, Url};
 use super::{round, si, Report, Target};
 
 /// `wspush bench idle` options.
@@ -33,14 +33,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let pid = target.server_pid;
     let rss_before = pid.and_then(|p| sys::status_kib(Some(p), "VmRSS"));
 
-    let opened = wire::open_many(
-        &url,
-        opts.connections,
-        target.source_ips,
-        target.connect_concurrency,
-        target.connect_timeout(),
-    )
-    .await;
+    let opened = target.open(&url, opts.connections, true).await;
     let connected = opened.conns.len();
     if connected == 0 {
         bail!(

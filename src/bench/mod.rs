@@ -76,16 +76,66 @@ pub struct Target {
     /// A name for the server under test, copied into the output (e.g. wspush, uws, ws).
     #[arg(long, default_value = "")]
     pub label: String,
+    /// How subscribers subscribe: `wspush` (the channel is in the URL) or `pusher`
+    /// (Pusher protocol 7 at /app/KEY, a `pusher:subscribe` after the handshake).
+    #[arg(long, value_enum, default_value_t = Protocol::Wspush)]
+    pub protocol: Protocol,
+    /// The Pusher app (`--protocol pusher`, `--publish-format pusher`).
+    #[command(flatten)]
+    pub app: PusherApp,
+}
+
+/// How a subscriber joins its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// Plain WebSocket: the channel is in the URL, every message is a payload.
+    Wspush,
+    /// Pusher protocol 7: subscribe after `pusher:connection_established`; payloads are
+    /// the `data` strings of channel events.
+    Pusher,
+}
+
+/// A Pusher app's credentials (the anchors in bench/anchors/pusher use the defaults).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PusherApp {
+    /// Pusher app id (the HTTP API path /apps/ID).
+    #[arg(long, default_value = "1")]
+    pub app_id: String,
+    /// Pusher app key (the WebSocket path /app/KEY).
+    #[arg(long, default_value = "app-key")]
+    pub app_key: String,
+    /// Pusher app secret (signs HTTP API requests).
+    #[arg(long, default_value = "app-secret")]
+    pub app_secret: String,
 }
 
 impl Target {
-    /// The subscriber URL: `--url`, else the wspush default.
+    /// The subscriber URL: `--url`, else the default for the protocol.
     fn ws_url(&self, subscribe: bool) -> String {
         match &self.url {
             Some(url) => url.clone(),
+            None if self.protocol == Protocol::Pusher => format!(
+                "ws://{}/app/{}?protocol=7&client=wspush-bench&version=1.0",
+                self.server, self.app.app_key
+            ),
             None if subscribe => format!("ws://{}/ws?channels={}", self.server, self.channel),
             None => format!("ws://{}/ws", self.server),
         }
+    }
+
+    /// Opens `n` connections to `url`, each subscribed to the channel when `subscribe`
+    /// and the protocol subscribes after the handshake.
+    async fn open(&self, url: &wire::Url, n: usize, subscribe: bool) -> wire::Opened {
+        let pusher = (self.protocol == Protocol::Pusher).then_some(self.channel.as_str());
+        wire::open_many(
+            url,
+            n,
+            self.source_ips,
+            self.connect_concurrency,
+            self.connect_timeout(),
+            pusher.filter(|_| subscribe),
+        )
+        .await
     }
 
     fn connect_timeout(&self) -> Duration {
@@ -223,6 +273,12 @@ mod tests {
             connect_concurrency: 1,
             connect_timeout: 1.0,
             label: "x".into(),
+            protocol: Protocol::Wspush,
+            app: PusherApp {
+                app_id: "1".into(),
+                app_key: "k".into(),
+                app_secret: "s".into(),
+            },
         };
         let mut r = Report::new("fanout", &target, "ws://h:1/ws");
         r.field("n", 3);

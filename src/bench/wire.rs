@@ -199,7 +199,22 @@ pub struct Conn {
     leftover: Vec<u8>,
     replies: Vec<u8>,
     closed: bool,
+    /// Pusher protocol: `pusher:ping` messages are answered, not passed on.
+    pusher: bool,
 }
+
+/// The Pusher event name of a message (setup only: parses the JSON).
+fn pusher_event(data: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(data).ok()?;
+    Some(value.get("event")?.as_str()?.to_string())
+}
+
+/// True for a short message naming the `pusher:ping` event.
+fn is_pusher_ping(data: &[u8]) -> bool {
+    data.len() < 128 && memchr::memmem::find(data, b"\"pusher:ping\"").is_some()
+}
+
+const PUSHER_PONG: &[u8] = br#"{"event":"pusher:pong","data":{}}"#;
 
 impl Conn {
     /// Connects and performs the opening handshake.
@@ -242,7 +257,49 @@ impl Conn {
             leftover: head[end..].to_vec(),
             replies: Vec::new(),
             closed: false,
+            pusher: false,
         })
+    }
+
+    /// Pusher protocol 7: waits for `pusher:connection_established`, subscribes to
+    /// `channel` and waits for `pusher_internal:subscription_succeeded`, so that nothing
+    /// published afterwards can be missed. From then on `pusher:ping` is answered.
+    pub async fn pusher_subscribe(&mut self, channel: &str) -> io::Result<()> {
+        self.pusher = true;
+        let mut subscribed = false;
+        loop {
+            let mut events = Vec::new();
+            if !self
+                .recv(&mut |data: &[u8], _| events.push((pusher_event(data), data.to_vec())))
+                .await?
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed while subscribing",
+                ));
+            }
+            for (event, data) in events {
+                match event.as_deref() {
+                    Some("pusher:connection_established") if !subscribed => {
+                        let subscribe = serde_json::json!({
+                            "event": "pusher:subscribe",
+                            "data": {"channel": channel},
+                        });
+                        self.send_text(subscribe.to_string().as_bytes(), [1, 2, 3, 4])
+                            .await?;
+                        subscribed = true;
+                    }
+                    Some("pusher_internal:subscription_succeeded") if subscribed => return Ok(()),
+                    Some("pusher:error" | "pusher:subscription_error") => {
+                        return Err(protocol(&format!(
+                            "subscribe refused: {}",
+                            String::from_utf8_lossy(&data)
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
 
     /// Waits for input and calls `on_message(data, now_ns)` for every complete message
@@ -264,6 +321,7 @@ impl Conn {
                 reader,
                 replies,
                 closed,
+                pusher,
                 ..
             } = self;
             let read = READ.with(|buf| -> io::Result<Option<bool>> {
@@ -280,7 +338,7 @@ impl Conn {
                             progressed = true;
                             let now = super::sys::wall_ns();
                             reader.feed(&buf[..n], &mut |event| {
-                                handle(event, now, replies, closed, on_message)
+                                handle(event, now, *pusher, replies, closed, on_message)
                             })?;
                             if *closed {
                                 return Ok(Some(false));
@@ -311,10 +369,11 @@ impl Conn {
             reader,
             replies,
             closed,
+            pusher,
             ..
         } = self;
         reader.feed(input, &mut |event| {
-            handle(event, now, replies, closed, on_message)
+            handle(event, now, *pusher, replies, closed, on_message)
         })
     }
 
@@ -328,11 +387,15 @@ impl Conn {
 fn handle(
     event: Event<'_>,
     now: u64,
+    pusher: bool,
     replies: &mut Vec<u8>,
     closed: &mut bool,
     on_message: &mut impl FnMut(&[u8], u64),
 ) {
     match event {
+        Event::Message(data) if pusher && is_pusher_ping(data) => replies.extend_from_slice(
+            &frame::encode_masked(frame::OP_TEXT, PUSHER_PONG, [7, 7, 7, 7]),
+        ),
         Event::Message(data) => on_message(data, now),
         Event::Ping(data) => {
             replies.extend_from_slice(&frame::encode_masked(frame::OP_PONG, data, [7, 7, 7, 7]))
@@ -355,13 +418,15 @@ pub struct Opened {
 }
 
 /// Opens `n` connections with at most `concurrency` handshakes in flight, for at most
-/// `timeout`; the i-th from `source(i, source_ips)`.
+/// `timeout`; the i-th from `source(i, source_ips)`. With `pusher_channel`, each is
+/// subscribed to it by the Pusher protocol before it counts as open.
 pub async fn open_many(
     url: &Url,
     n: usize,
     source_ips: u8,
     concurrency: usize,
     timeout: Duration,
+    pusher_channel: Option<&str>,
 ) -> Opened {
     let start = tokio::time::Instant::now();
     let deadline = start + timeout;
@@ -369,7 +434,13 @@ pub async fn open_many(
     let mut failed = 0;
     let mut first_error = None;
     let mut pending = pin!(futures_util::stream::iter(0..n)
-        .map(|i| Conn::open(url, source(i, source_ips)))
+        .map(|i| async move {
+            let mut conn = Conn::open(url, source(i, source_ips)).await?;
+            if let Some(channel) = pusher_channel {
+                conn.pusher_subscribe(channel).await?;
+            }
+            Ok::<_, io::Error>(conn)
+        })
         .buffer_unordered(concurrency.max(1)));
     loop {
         match tokio::time::timeout_at(deadline, pending.next()).await {
