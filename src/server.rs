@@ -93,17 +93,10 @@ pub async fn run(
     });
     let router = http::router(state);
 
-    let flusher = registry.coalescer.enabled().then(|| {
+    let flusher = {
         let registry = registry.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(registry.coalescer.period());
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                registry.coalescer.tick();
-            }
-        })
-    });
+        tokio::spawn(async move { registry.run_flusher().await })
+    };
     let sweeper = {
         let registry = registry.clone();
         let (interval, timeout) = (config.ping_interval, config.ping_timeout);
@@ -169,11 +162,9 @@ pub async fn run(
     drop(listener);
     stop.token.cancel();
     sweeper.abort();
-    if let Some(flusher) = flusher {
-        // Wake whatever is deferred so queued messages go out before the close frames.
-        flusher.abort();
-        registry.coalescer.tick();
-    }
+    // Flush whatever waits so queued messages go out before the close frames.
+    flusher.abort();
+    registry.flush_all();
     registry.close_all(CloseReason::GoingAway);
     let grace = Duration::from_secs(config.shutdown_grace);
     if stop.drain(grace).await {

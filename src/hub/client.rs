@@ -2,12 +2,13 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
@@ -76,13 +77,71 @@ pub enum Pushed {
     Closed,
 }
 
-#[derive(Debug, Default)]
+/// Frames handed to one `writev`.
+pub const MAX_IOV: usize = 256;
+
+/// The write half of a client's socket, shared by its session and the fan-out flusher.
+/// Every write happens under the client's outbox lock, so the two never interleave.
+pub trait Writer: Send + Sync {
+    /// Writes what fits without waiting.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+#[derive(Default)]
 struct Outbox {
     queue: VecDeque<Bytes>,
     bytes: u32,
     close: Option<CloseReason>,
     channels: Vec<Arc<str>>,
     grant: Option<Arc<Grant>>,
+    /// The socket, while the flusher may write to it directly.
+    writer: Option<Arc<dyn Writer>>,
+    /// The session holds unwritten frames (the socket is backed up): only it writes.
+    busy: bool,
+}
+
+impl fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbox")
+            .field("queued", &self.queue.len())
+            .field("bytes", &self.bytes)
+            .field("close", &self.close)
+            .field("direct", &self.writer.is_some())
+            .field("busy", &self.busy)
+            .finish()
+    }
+}
+
+/// Writes as much of `frames` as the socket takes now, many frames per syscall, dropping
+/// what was written (a partly written frame keeps its rest at the front). The bytes
+/// written; `WouldBlock` is not an error.
+pub fn write_frames(writer: &dyn Writer, frames: &mut VecDeque<Bytes>) -> io::Result<usize> {
+    let mut total = 0;
+    while !frames.is_empty() {
+        let mut iov = [IoSlice::new(&[]); MAX_IOV];
+        let mut n = 0;
+        for (slot, frame) in iov.iter_mut().zip(frames.iter()) {
+            *slot = IoSlice::new(frame);
+            n += 1;
+        }
+        let mut written = match writer.try_write_vectored(&iov[..n]) {
+            Ok(written) => written,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        };
+        total += written;
+        while written > 0 {
+            let front = frames.front_mut().expect("written bytes were queued");
+            if front.len() <= written {
+                written -= front.len();
+                frames.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+    }
+    Ok(total)
 }
 
 /// A connected client. Shared (`Arc`) between the hub's indexes and its session task.
@@ -145,8 +204,8 @@ impl Client {
         pushed
     }
 
-    /// Queues a frame without waking the session; true when it needs a wake-up (the
-    /// outbox was empty). An overflow still wakes it at once, to close.
+    /// Queues a frame without waking the session; true when it needs a wake-up or a
+    /// flush (the outbox was empty). An overflow still wakes it at once, to close.
     pub(crate) fn push_quiet(&self, frame: Bytes) -> (Pushed, bool) {
         let mut out = self.outbox.lock();
         if out.close.is_some() {
@@ -167,6 +226,12 @@ impl Client {
         (Pushed::Queued, was_empty)
     }
 
+    /// Queues a frame of the session's own (a pong, an echo reply) without a wake-up:
+    /// the session writes it on its next turn. Bounded like every push.
+    pub fn push_own(&self, frame: Bytes) -> Pushed {
+        self.push_quiet(frame).0
+    }
+
     /// Asks the session to close with `reason` once what is queued is written.
     /// The first reason wins.
     pub fn close(&self, reason: CloseReason) {
@@ -176,6 +241,94 @@ impl Client {
             drop(out);
             self.notify();
         }
+    }
+
+    /// Lets the fan-out flusher write queued frames straight to `writer`.
+    pub fn attach(&self, writer: Arc<dyn Writer>) {
+        self.outbox.lock().writer = Some(writer);
+    }
+
+    /// Takes the socket back from the flusher: from now on only the session writes.
+    pub fn detach(&self) {
+        let writer = self.outbox.lock().writer.take();
+        drop(writer);
+    }
+
+    /// The fan-out flush: writes the queued frames straight to the socket when the
+    /// session is parked with nothing of its own to write; otherwise (the socket is
+    /// backed up, a close is due, or a write fell short) wakes the session to carry on.
+    /// The bytes written.
+    pub fn flush(&self) -> usize {
+        let mut guard = self.outbox.lock();
+        let out = &mut *guard;
+        if out.busy || (out.queue.is_empty() && out.close.is_none()) {
+            // The session is on it already, or there is nothing to write.
+            return 0;
+        }
+        let (Some(writer), None) = (&out.writer, out.close) else {
+            drop(guard);
+            self.notify();
+            return 0;
+        };
+        let written = write_frames(&**writer, &mut out.queue);
+        let done = out.queue.is_empty();
+        if done {
+            out.bytes = 0;
+            if out.queue.capacity() > 64 {
+                out.queue = VecDeque::new();
+            }
+        } else {
+            // Backed up (or failed): the session takes over, waiting for the socket.
+            out.busy = true;
+        }
+        drop(guard);
+        match written {
+            Ok(n) if done => n,
+            Ok(n) => {
+                self.notify();
+                n
+            }
+            Err(_) => {
+                self.notify();
+                0
+            }
+        }
+    }
+
+    /// The session's write step: when it holds nothing, it takes the queue (unless a
+    /// close was requested: that reason is returned); then writes what it holds as far
+    /// as the socket takes it. Holding the outbox lock, so a flush never interleaves.
+    pub fn write_step(
+        &self,
+        pending: &mut VecDeque<Bytes>,
+        writer: &dyn Writer,
+    ) -> io::Result<(usize, Option<CloseReason>)> {
+        let mut out = self.outbox.lock();
+        let mut total = 0;
+        loop {
+            if pending.is_empty() {
+                if let Some(reason) = out.close {
+                    out.busy = false;
+                    return Ok((total, Some(reason)));
+                }
+                std::mem::swap(pending, &mut out.queue);
+                out.bytes = 0;
+                if pending.is_empty() {
+                    break;
+                }
+            }
+            let written = write_frames(writer, pending);
+            out.busy = !pending.is_empty();
+            total += written?;
+            if out.busy {
+                return Ok((total, None));
+            }
+        }
+        out.busy = false;
+        if pending.capacity() > 64 {
+            *pending = VecDeque::new();
+        }
+        Ok((total, None))
     }
 
     /// Moves every queued frame into `into`; returns the close reason if one is set.

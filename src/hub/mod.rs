@@ -314,6 +314,27 @@ impl Registry {
         };
     }
 
+    /// Runs the fan-out flusher (see `Coalescer`) until the task is dropped: flushes
+    /// clients due now as soon as they are handed over, and waiting ones every tick.
+    pub async fn run_flusher(&self) {
+        let mut tick = tokio::time::interval(self.coalescer.period());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let written = tokio::select! {
+                biased;
+                _ = tick.tick() => self.coalescer.tick().await,
+                _ = self.coalescer.kicked() => self.coalescer.flush_now().await,
+            };
+            self.stats.bytes_out.fetch_add(written as u64, Relaxed);
+        }
+    }
+
+    /// Flushes every client waiting for the flusher (at shutdown, before the closes).
+    pub fn flush_all(&self) {
+        let written = self.coalescer.flush_all();
+        self.stats.bytes_out.fetch_add(written as u64, Relaxed);
+    }
+
     /// Turns on write coalescing over `window_ms` (see `Coalescer`).
     pub fn coalescing(mut self, window_ms: u32) -> Self {
         self.coalescer = Coalescer::new(window_ms);

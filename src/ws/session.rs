@@ -3,13 +3,13 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::limits::Permit;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
 use super::close::CloseReason;
@@ -17,14 +17,13 @@ use super::commands::{self, JsonState};
 use super::frame::{self, Decoder, Incoming};
 use super::transport::Transport;
 use crate::http::AppState;
+use crate::hub::client::write_frames;
 use crate::hub::{Client, Kind, Mode, Payload};
 use crate::protocol::json;
 use serde_json::Value;
 
 /// Bytes read from a socket per `read` call; the buffer is per thread, not per connection.
 const READ_BUF: usize = 64 * 1024;
-/// Frames handed to one `writev`.
-const MAX_IOV: usize = 256;
 /// How long a closing connection may take to flush and answer our close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
@@ -45,7 +44,8 @@ enum End {
 
 /// A live WebSocket connection.
 pub struct Session<T> {
-    stream: T,
+    /// Shared with the client's outbox while the fan-out flusher may write to it.
+    stream: Arc<T>,
     client: Arc<Client>,
     app: AppState,
     decoder: Decoder,
@@ -58,6 +58,8 @@ impl<T: Transport> Session<T> {
     /// A session for an upgraded stream.
     pub fn new(stream: T, client: Arc<Client>, app: AppState, permit: Permit) -> Self {
         let decoder = Decoder::new(app.config.max_message_size);
+        let stream = Arc::new(stream);
+        client.attach(stream.clone());
         Session {
             stream,
             client,
@@ -103,14 +105,16 @@ impl<T: Transport> Session<T> {
             }
         }
         loop {
-            // Frames pushed while the socket was backed up raised no new wake-up: take them.
-            if self.pending.is_empty() {
-                if let Some(reason) = self.client.drain(&mut self.pending) {
-                    return End::Close(reason);
+            // Write what is queued (frames pushed while the socket was backed up raised
+            // no new wake-up), unless a close was requested.
+            match self.client.write_step(&mut self.pending, &*self.stream) {
+                Ok((written, close)) => {
+                    self.count_out(written);
+                    if let Some(reason) = close {
+                        return End::Close(reason);
+                    }
                 }
-            }
-            if let Err(end) = self.write_pending() {
-                return end;
+                Err(_) => return End::Gone,
             }
             let writing = !self.pending.is_empty();
             tokio::select! {
@@ -127,13 +131,10 @@ impl<T: Transport> Session<T> {
                 _ = self.client.woken() => {
                     // While the socket is backed up, leave new frames in the outbox (whose
                     // bounds then cut a slow client off); only a close request is taken.
-                    let close = if writing {
-                        self.client.close_requested()
-                    } else {
-                        self.client.drain(&mut self.pending)
-                    };
-                    if let Some(reason) = close {
-                        return End::Close(reason);
+                    if writing {
+                        if let Some(reason) = self.client.close_requested() {
+                            return End::Close(reason);
+                        }
                     }
                 }
                 ready = self.stream.writable(), if writing => {
@@ -142,6 +143,17 @@ impl<T: Transport> Session<T> {
                     }
                 }
             }
+        }
+    }
+
+    fn count_out(&self, written: usize) {
+        if written > 0 {
+            self.app
+                .hub
+                .registry()
+                .stats
+                .bytes_out
+                .fetch_add(written as u64, Relaxed);
         }
     }
 
@@ -194,7 +206,7 @@ impl<T: Transport> Session<T> {
                     event: None,
                 },
                 Incoming::Ping(data) => {
-                    self.pending.push_back(frame::encode(frame::OP_PONG, &data));
+                    self.client.push_own(frame::encode(frame::OP_PONG, &data));
                     continue;
                 }
                 Incoming::Pong => continue,
@@ -226,11 +238,11 @@ impl<T: Transport> Session<T> {
                     .stats
                     .upstream_messages
                     .fetch_add(1, Relaxed);
-                self.pending.push_back(payload.raw_frame());
+                self.client.push_own(payload.raw_frame());
                 continue;
             }
             if let Some(reply) = Box::pin(upstream.handle(self.client.id, &payload)).await {
-                self.pending.push_back(reply.raw_frame());
+                self.client.push_own(reply.raw_frame());
             }
         }
         None
@@ -271,57 +283,13 @@ impl<T: Transport> Session<T> {
         None
     }
 
-    /// Writes as much of `pending` as the socket takes now, many frames per syscall.
-    fn write_pending(&mut self) -> Result<(), End> {
-        while !self.pending.is_empty() {
-            let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let mut n = 0;
-            for (slot, frame) in iov.iter_mut().zip(self.pending.iter()) {
-                *slot = IoSlice::new(frame);
-                n += 1;
-            }
-            match self.stream.try_write_vectored(&iov[..n]) {
-                Ok(written) => {
-                    self.app
-                        .hub
-                        .registry()
-                        .stats
-                        .bytes_out
-                        .fetch_add(written as u64, Relaxed);
-                    self.advance(written);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(_) => return Err(End::Gone),
-            }
-        }
-        if self.pending.capacity() > 64 {
-            self.pending = VecDeque::new();
-        }
-        Ok(())
-    }
-
-    fn advance(&mut self, mut written: usize) {
-        while written > 0 {
-            let front = self
-                .pending
-                .front_mut()
-                .expect("written bytes were pending");
-            if front.len() <= written {
-                written -= front.len();
-                self.pending.pop_front();
-            } else {
-                front.advance(written);
-                written = 0;
-            }
-        }
-    }
-
     /// Writes everything pending, waiting for the socket, for at most `CLOSE_WAIT`.
     async fn flush(&mut self) -> bool {
         let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
         loop {
-            if self.write_pending().is_err() {
-                return false;
+            match write_frames(&*self.stream, &mut self.pending) {
+                Ok(n) => self.count_out(n),
+                Err(_) => return false,
             }
             if self.pending.is_empty() {
                 return true;
@@ -335,6 +303,8 @@ impl<T: Transport> Session<T> {
 
     /// Sends the closing frames the way the connection ended.
     async fn finish(&mut self, end: End) {
+        // From here on only the session writes (and the socket closes with it).
+        self.client.detach();
         match end {
             End::Gone | End::Close(CloseReason::Abort) => {}
             End::ClientClosed(code) => {
@@ -342,6 +312,8 @@ impl<T: Transport> Session<T> {
                     Some(code) => frame::close(code, ""),
                     None => frame::encode(frame::OP_CLOSE, b""),
                 };
+                // What is queued goes first (a flush may have left half a frame there).
+                self.client.drain(&mut self.pending);
                 self.pending.push_back(reply);
                 self.flush().await;
             }
@@ -368,7 +340,9 @@ impl<T: Transport> Session<T> {
                 }
                 if reason.fails_connection() {
                     // Failing the connection: we close TCP first, then let the peer finish.
-                    let _ = self.stream.shutdown().await;
+                    if let Some(stream) = Arc::get_mut(&mut self.stream) {
+                        let _ = stream.shutdown().await;
+                    }
                 }
                 self.await_close().await;
             }

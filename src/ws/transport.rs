@@ -74,3 +74,9 @@ macro_rules! transport {
 
 transport!(TcpStream);
 transport!(UnixStream);
+
+impl<T: Transport> crate::hub::client::Writer for T {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Transport::try_write_vectored(self, bufs)
+    }
+}
