@@ -72,16 +72,22 @@ impl<T: Transport> Session<T> {
     }
 
     /// Serves the connection until it closes, then unregisters the client.
-    pub async fn run(mut self, leftover: Bytes) {
+    ///
+    /// Not an `async fn`: that would keep the session in its future twice (once as the
+    /// argument, once as the local it is moved to; rust-lang/rust#62958), and an idle
+    /// connection is mostly this future.
+    pub fn run(mut self, leftover: Bytes) -> impl std::future::Future<Output = ()> + Send {
         // Keep no handshake leftovers in the session's state: the decoder holds them
         // until the first decode (and the slice may pin hyper's whole read buffer).
         self.decoder.preload(&leftover);
         drop(leftover);
-        let end = self.serve().await;
-        tracing::debug!(client = %self.client.id, ?end, "session ends");
-        // Futures used once or rarely are boxed: an idle session's task stays small.
-        Box::pin(self.finish(end)).await;
-        Box::pin(Self::abandon(&self.app, &self.client)).await;
+        async move {
+            let end = self.serve().await;
+            tracing::debug!(client = %self.client.id, ?end, "session ends");
+            // Futures used once or rarely are boxed: an idle session's task stays small.
+            Box::pin(self.finish(end)).await;
+            Box::pin(Self::abandon(&self.app, &self.client)).await;
+        }
     }
 
     /// Forgets a client whose connection ended (or never started): the hub's indexes,
