@@ -121,7 +121,9 @@ secs() {
 }
 # proc_ticks PID: utime + stime of a process so far.
 proc_ticks() {
-  sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+  # 0 when the process is gone (a server that died mid-run: the run's JSON says so).
+  { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null || echo "0 0 0 0 0 0 0 0 0 0 0 0 0"; } |
+    awk '{ print $12 + $13 }'
 }
 # wait_quiet: waits (at most QUIET_WAIT seconds) until the machine is nearly idle, so a
 # build elsewhere does not share the pinned cores with the run.

@@ -47,15 +47,18 @@ pub async fn run(
     };
     let namespaces = Arc::new(Namespaces::new(config.namespaces.clone()));
     let redis_urls = config.redis_urls();
+    // One fan-out flusher lane per runtime worker thread.
+    let lanes = tokio::runtime::Handle::current().metrics().num_workers();
     let (registry, broker): (Arc<Registry>, Arc<dyn Broker>) = if redis_urls.is_empty() {
-        let registry = Arc::new(Registry::new(limits).coalescing(config.write_coalesce_ms));
+        let registry = Arc::new(Registry::new(limits).coalescing(config.write_coalesce_ms, lanes));
         (
             registry.clone(),
             Arc::new(Memory::new(registry, namespaces.clone())),
         )
     } else {
-        let registry =
-            Arc::new(Registry::for_node(limits, node_id()).coalescing(config.write_coalesce_ms));
+        let registry = Arc::new(
+            Registry::for_node(limits, node_id()).coalescing(config.write_coalesce_ms, lanes),
+        );
         let redis = Redis::connect(&redis_urls, registry.clone(), namespaces.clone())
             .await
             .map_err(|e| {
@@ -93,10 +96,13 @@ pub async fn run(
     });
     let router = http::router(state);
 
-    let flusher = {
-        let registry = registry.clone();
-        tokio::spawn(async move { registry.run_flusher().await })
-    };
+    // One flusher task per runtime worker: fan-out writes spread over the cores.
+    let flushers: Vec<_> = (0..registry.coalescer.lanes())
+        .map(|lane| {
+            let registry = registry.clone();
+            tokio::spawn(async move { registry.run_flusher(lane).await })
+        })
+        .collect();
     let sweeper = {
         let registry = registry.clone();
         let (interval, timeout) = (config.ping_interval, config.ping_timeout);
@@ -163,7 +169,7 @@ pub async fn run(
     stop.token.cancel();
     sweeper.abort();
     // Flush whatever waits so queued messages go out before the close frames.
-    flusher.abort();
+    flushers.iter().for_each(|f| f.abort());
     registry.flush_all();
     registry.close_all(CloseReason::GoingAway);
     let grace = Duration::from_secs(config.shutdown_grace);

@@ -17,15 +17,19 @@ use tokio::sync::Notify;
 
 use super::Client;
 
-const LISTS: usize = 16;
-/// Clients flushed between two yields of the flusher task, so a long round does not
-/// hold up reads and publishes on the same thread.
+/// Clients flushed between two yields of a flusher task, so a long round does not hold
+/// up reads and publishes on the same thread.
 const YIELD_EVERY: usize = 64;
 
-type List = Box<[Mutex<Vec<Arc<Client>>>]>;
-
-fn lists() -> List {
-    (0..LISTS).map(|_| Mutex::new(Vec::new())).collect()
+/// One flusher task's share of the clients (client id modulo the number of lanes), so
+/// that on several cores the writes of a fan-out are spread over several threads.
+#[derive(Default)]
+struct Lane {
+    /// Flush as soon as the flusher runs.
+    now: Mutex<Vec<Arc<Client>>>,
+    /// Flush at the next tick.
+    later: Mutex<Vec<Arc<Client>>>,
+    kick: Notify,
 }
 
 /// Clients waiting for a flush, and the coarse clock that times them.
@@ -33,24 +37,24 @@ pub struct Coalescer {
     window: u32,
     clock: AtomicU32,
     started: Instant,
-    /// Flush as soon as the flusher runs.
-    now: List,
-    /// Flush at the next tick.
-    later: List,
-    kick: Notify,
+    lanes: Box<[Lane]>,
 }
 
 impl Coalescer {
-    /// Coalescing over `window_ms` (0 = flush every time at once).
-    pub fn new(window_ms: u32) -> Self {
+    /// Coalescing over `window_ms` (0 = flush every time at once), with `lanes` flusher
+    /// tasks (at least one).
+    pub fn new(window_ms: u32, lanes: usize) -> Self {
         Coalescer {
             window: window_ms,
             clock: AtomicU32::new(0),
             started: Instant::now(),
-            now: lists(),
-            later: lists(),
-            kick: Notify::new(),
+            lanes: (0..lanes.max(1)).map(|_| Lane::default()).collect(),
         }
+    }
+
+    /// How many flusher tasks to run (`run_lane(0..lanes())`).
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
     }
 
     /// Schedules a flush of `client`: now, or at the next tick if it was flushed less
@@ -59,55 +63,53 @@ impl Coalescer {
         if client.deferred.swap(true, Relaxed) {
             return;
         }
-        let shard = (client.id.0 as usize) % LISTS;
+        let lane = &self.lanes[(client.id.0 as usize) % self.lanes.len()];
         let now = self.clock.load(Relaxed);
         if self.window > 0 && now.wrapping_sub(client.last_wake.load(Relaxed)) < self.window {
-            self.later[shard].lock().push(client.clone());
+            lane.later.lock().push(client.clone());
             return;
         }
         let first = {
-            let mut list = self.now[shard].lock();
+            let mut list = lane.now.lock();
             list.push(client.clone());
             list.len() == 1
         };
         if first {
-            self.kick.notify_one();
+            lane.kick.notify_one();
         }
     }
 
-    /// How often `tick` should run.
+    /// How often a lane ticks.
     pub fn period(&self) -> Duration {
         Duration::from_millis(u64::from((self.window / 4).max(1)))
     }
 
-    /// Advances the clock and flushes every client waiting for the tick (and any due
-    /// now); the bytes written.
-    pub async fn tick(&self) -> usize {
+    /// Advances the clock and flushes every client of lane `i` waiting for the tick (and
+    /// any due now); the bytes written.
+    pub async fn tick(&self, i: usize) -> usize {
         self.clock
             .store(self.started.elapsed().as_millis() as u32, Relaxed);
-        self.flush(&self.now).await + self.flush(&self.later).await
+        let lane = &self.lanes[i];
+        self.flush(&lane.now).await + self.flush(&lane.later).await
     }
 
-    /// Flushes the clients due now; the bytes written.
-    pub async fn flush_now(&self) -> usize {
-        self.flush(&self.now).await
+    /// Flushes the clients of lane `i` due now; the bytes written.
+    pub async fn flush_now(&self, i: usize) -> usize {
+        self.flush(&self.lanes[i].now).await
     }
 
-    /// Waits until a client is due now.
-    pub async fn kicked(&self) {
-        self.kick.notified().await
+    /// Waits until a client of lane `i` is due now.
+    pub async fn kicked(&self, i: usize) {
+        self.lanes[i].kick.notified().await
     }
 
-    async fn flush(&self, lists: &List) -> usize {
-        let (mut done, mut bytes) = (0, 0);
-        for list in lists.iter() {
-            let due = std::mem::take(&mut *list.lock());
-            for client in due {
-                bytes += self.flush_one(&client);
-                done += 1;
-                if done % YIELD_EVERY == 0 {
-                    tokio::task::yield_now().await;
-                }
+    async fn flush(&self, list: &Mutex<Vec<Arc<Client>>>) -> usize {
+        let due = std::mem::take(&mut *list.lock());
+        let mut bytes = 0;
+        for (done, client) in due.iter().enumerate() {
+            bytes += self.flush_one(client);
+            if done % YIELD_EVERY == YIELD_EVERY - 1 {
+                tokio::task::yield_now().await;
             }
         }
         bytes
@@ -123,10 +125,12 @@ impl Coalescer {
     /// the bytes written.
     pub fn flush_all(&self) -> usize {
         let mut bytes = 0;
-        for list in self.now.iter().chain(self.later.iter()) {
-            let due = std::mem::take(&mut *list.lock());
-            for client in due {
-                bytes += self.flush_one(&client);
+        for lane in self.lanes.iter() {
+            for list in [&lane.now, &lane.later] {
+                let due = std::mem::take(&mut *list.lock());
+                for client in due {
+                    bytes += self.flush_one(&client);
+                }
             }
         }
         bytes
@@ -153,43 +157,54 @@ mod tests {
         ))
     }
 
-    fn waiting(lists: &List) -> usize {
-        lists.iter().map(|l| l.lock().len()).sum()
+    /// Clients waiting (due now, due at the tick) over every lane.
+    fn waiting(c: &Coalescer) -> (usize, usize) {
+        let now = c.lanes.iter().map(|l| l.now.lock().len()).sum();
+        let later = c.lanes.iter().map(|l| l.later.lock().len()).sum();
+        (now, later)
     }
 
     #[tokio::test]
     async fn a_quiet_client_is_flushed_at_once_a_busy_one_at_the_next_tick() {
-        let c = Coalescer::new(20);
+        let c = Coalescer::new(20, 1);
         tokio::time::sleep(Duration::from_millis(30)).await;
-        c.tick().await; // clock ≈ 30 ms; the client was last flushed at 0
+        c.tick(0).await; // clock ≈ 30 ms; the client was last flushed at 0
         let a = client(1);
         c.wake(&a);
-        assert_eq!(
-            (waiting(&c.now), waiting(&c.later)),
-            (1, 0),
-            "quiet: due now"
-        );
-        c.flush_now().await;
+        assert_eq!(waiting(&c), (1, 0), "quiet: due now");
+        c.flush_now(0).await;
         assert_eq!(a.last_wake.load(Relaxed), c.clock.load(Relaxed));
         assert!(!a.deferred.load(Relaxed));
         // Due again within the window: waits for the tick, once however many pushes.
         c.wake(&a);
         c.wake(&a);
-        assert_eq!((waiting(&c.now), waiting(&c.later)), (0, 1));
-        c.flush_now().await;
-        assert_eq!(waiting(&c.later), 1, "not flushed before the tick");
-        c.tick().await;
+        assert_eq!(waiting(&c), (0, 1));
+        c.flush_now(0).await;
+        assert_eq!(waiting(&c), (0, 1), "not flushed before the tick");
+        c.tick(0).await;
         assert!(!a.deferred.load(Relaxed));
-        assert_eq!(waiting(&c.later), 0);
+        assert_eq!(waiting(&c), (0, 0));
     }
 
     #[tokio::test]
     async fn window_zero_always_flushes_at_once() {
-        let c = Coalescer::new(0);
+        let c = Coalescer::new(0, 1);
         let a = client(2);
         c.wake(&a);
-        c.flush_now().await;
+        c.flush_now(0).await;
         c.wake(&a);
-        assert_eq!((waiting(&c.now), waiting(&c.later)), (1, 0));
+        assert_eq!(waiting(&c), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn clients_are_spread_over_the_lanes() {
+        let c = Coalescer::new(0, 3);
+        for id in 0..6 {
+            c.wake(&client(id));
+        }
+        let per_lane: Vec<usize> = c.lanes.iter().map(|l| l.now.lock().len()).collect();
+        assert_eq!(per_lane, [2, 2, 2]);
+        assert_eq!(c.flush_now(1).await, 0, "nothing queued, nothing written");
+        assert_eq!(waiting(&c), (4, 0));
     }
 }

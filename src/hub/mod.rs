@@ -92,7 +92,7 @@ impl Registry {
             limits,
             ping: frame::encode(frame::OP_PING, b""),
             stats: Stats::default(),
-            coalescer: Coalescer::new(0),
+            coalescer: Coalescer::new(0, 1),
         }
     }
 
@@ -314,16 +314,17 @@ impl Registry {
         };
     }
 
-    /// Runs the fan-out flusher (see `Coalescer`) until the task is dropped: flushes
-    /// clients due now as soon as they are handed over, and waiting ones every tick.
-    pub async fn run_flusher(&self) {
+    /// Runs lane `lane` of the fan-out flusher (see `Coalescer`; one task per lane)
+    /// until the task is dropped: flushes clients due now as soon as they are handed
+    /// over, and waiting ones every tick.
+    pub async fn run_flusher(&self, lane: usize) {
         let mut tick = tokio::time::interval(self.coalescer.period());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let written = tokio::select! {
                 biased;
-                _ = tick.tick() => self.coalescer.tick().await,
-                _ = self.coalescer.kicked() => self.coalescer.flush_now().await,
+                _ = tick.tick() => self.coalescer.tick(lane).await,
+                _ = self.coalescer.kicked(lane) => self.coalescer.flush_now(lane).await,
             };
             self.stats.bytes_out.fetch_add(written as u64, Relaxed);
         }
@@ -335,9 +336,9 @@ impl Registry {
         self.stats.bytes_out.fetch_add(written as u64, Relaxed);
     }
 
-    /// Turns on write coalescing over `window_ms` (see `Coalescer`).
-    pub fn coalescing(mut self, window_ms: u32) -> Self {
-        self.coalescer = Coalescer::new(window_ms);
+    /// Write coalescing over `window_ms` with `lanes` flusher tasks (see `Coalescer`).
+    pub fn coalescing(mut self, window_ms: u32, lanes: usize) -> Self {
+        self.coalescer = Coalescer::new(window_ms, lanes);
         self
     }
 
