@@ -147,8 +147,8 @@ pub struct Config {
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub apps: Vec<crate::pusher::App>,
-    /// Fan-out write coalescing window in ms: a client woken less than this long ago
-    /// waits up to this long so one write carries several messages (0 = off).
+    /// Fan-out write coalescing window in ms: a client written to less than this long
+    /// ago waits up to this long so one write carries several messages (0 = off).
     #[arg(long, env = "WSPUSH_WRITE_COALESCE_MS", default_value_t = 20)]
     pub write_coalesce_ms: u32,
     /// Per-namespace channel settings (config file only: `[[namespaces]]`).

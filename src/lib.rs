@@ -4,8 +4,10 @@
 //!
 //! - [`server`]: `run(listener, config, console, shutdown)`: builds the hub, accepts
 //!   connections (hyper HTTP/1 with upgrades), shuts down gracefully.
-//! - [`hub`]: clients, channel subscriptions and fan-out into bounded per-client outboxes;
-//!   every publish goes through the broker. Knows no sockets and no JSON.
+//! - [`hub`]: clients, channel subscriptions and fan-out into bounded per-client outboxes,
+//!   which flusher tasks (one per runtime worker) write straight to the sockets; every
+//!   publish goes through the broker. Knows sockets only as a `Writer` (a non-blocking
+//!   vectored write), and no JSON.
 //! - [`broker`]: the `Broker` trait (offsets, cross-node delivery) and `Memory`.
 //! - [`ws`]: the WebSocket front: upgrade, per-connection `Session`, frame codec, close codes.
 //! - [`protocol`]: the `wspush.v1` JSON commands and replies (parsing and encoding).
