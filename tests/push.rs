@@ -137,6 +137,44 @@ async fn a_thousand_clients_each_get_a_hundred_messages_in_order() {
 }
 
 #[tokio::test]
+async fn a_subscriber_that_stops_reading_gets_every_frame_whole_when_it_reads_again() {
+    // 200 x 32 KiB (6.4 MB, inside the 8 MiB outbox bound) to a client that reads
+    // nothing meanwhile: the socket backs up in the middle of frames, the fan-out flusher
+    // hands over to the session, which finishes them; a reading client is not held up.
+    const MESSAGES: usize = 200;
+    let server = TestServer::start().await;
+    // A small receive buffer, so the server's writes stop part-way through frames.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(server.addr).await.unwrap();
+    let (mut stalled, _) = tokio_tungstenite::client_async(
+        server.ws("?channels=burst"),
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+    )
+    .await
+    .unwrap();
+    let (mut reader, _) = connect(&server.ws("?channels=burst")).await;
+    let body = |i: usize| format!("{i:05}:{}", "x".repeat(32 * 1024 - 6));
+    let reading = tokio::spawn(async move {
+        for i in 0..MESSAGES {
+            assert_eq!(next_text(&mut reader).await, body(i), "reader, message {i}");
+        }
+        reader
+    });
+    for i in 0..MESSAGES {
+        publish(&server, "burst", &body(i)).await;
+    }
+    let _reader = within("the reading client got all", reading).await.unwrap();
+    for i in 0..MESSAGES {
+        let got = next_text(&mut stalled).await;
+        assert_eq!(got.len(), 32 * 1024, "message {i} whole");
+        assert_eq!(got, body(i), "message {i} in order");
+    }
+    assert_silent(&mut stalled, Duration::from_millis(100)).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn graceful_shutdown_sends_1001_to_every_client() {
     let server = TestServer::start().await;
     let (mut a, _) = connect(&server.ws("?channels=x")).await;
