@@ -1051,34 +1051,14 @@ async fn two_nodes_on_one_redis_share_events_client_events_and_presence_joins() 
 
 #[tokio::test]
 async fn wss_pusher_connections_work_on_the_tls_port() {
-    use rustls::pki_types::ServerName;
-    use std::sync::Arc;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("wspush-pusher-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let cert = TestCert::localhost("pusher-tls");
     let server = TestServer::with(|c| {
         apps(c);
-        c.tls_cert = Some(cert_path.clone());
-        c.tls_key = Some(key_path.clone());
+        c.tls_cert = Some(cert.cert.clone());
+        c.tls_key = Some(cert.key.clone());
     })
     .await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = tls_connect(server.addr, &cert.der).await;
     let url = format!(
         "wss://localhost:{}/app/{KEY}?protocol=7",
         server.addr.port()
@@ -1101,7 +1081,6 @@ async fn wss_pusher_connections_work_on_the_tls_port() {
     };
     assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
     server.shutdown().await;
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Signs `p` in as `id` and checks `pusher:signin_success`.

@@ -3,49 +3,19 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use futures_util::StreamExt;
-use rustls::pki_types::{CertificateDer, ServerName};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
-
-async fn tls_connect(
-    addr: std::net::SocketAddr,
-    cert: &CertificateDer<'static>,
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("TLS handshake with the server's certificate")
-}
 
 #[tokio::test]
 async fn wss_and_https_end_to_end() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("wspush-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
-    let der = cert.cert.der().clone();
+    let cert = TestCert::localhost("tls");
+    let der = cert.der.clone();
 
     let server = TestServer::with(|c| {
-        c.tls_cert = Some(cert_path.clone());
-        c.tls_key = Some(key_path.clone());
+        c.tls_cert = Some(cert.cert.clone());
+        c.tls_key = Some(cert.key.clone());
     })
     .await;
     let port = server.addr.port();
@@ -82,5 +52,4 @@ async fn wss_and_https_end_to_end() {
         .await
         .is_err());
     server.shutdown().await;
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -4,14 +4,11 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::Message;
 use wspush::pusher::apps::{parse_flag, Webhook};
 use wspush::pusher::auth;
@@ -22,28 +19,15 @@ type Request = (String, Vec<(String, String)>, String);
 /// An https:// receiver on 127.0.0.1 with a certificate for `localhost`, trusted by
 /// the server under test through SSL_CERT_FILE. Answers every POST with `reply`.
 async fn tls_receiver(reply: &'static str) -> (u16, mpsc::UnboundedReceiver<Request>) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("wspush-webhook-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let cert = TestCert::localhost("webhook-tls");
     // Read when the server builds its HTTP clients (after this, before it starts).
-    std::env::set_var("SSL_CERT_FILE", &ca);
-
-    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.cert.der().clone()], key)
-    .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    std::env::set_var("SSL_CERT_FILE", &cert.cert);
+    let acceptor = wspush::tls::acceptor(&cert.cert, &cert.key).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
+        let _cert = cert; // its files live as long as the receiver
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;

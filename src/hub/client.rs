@@ -250,8 +250,7 @@ impl Client {
 
     /// Takes the socket back from the flusher: from now on only the session writes.
     pub fn detach(&self) {
-        let writer = self.outbox.lock().writer.take();
-        drop(writer);
+        self.outbox.lock().writer = None;
     }
 
     /// The fan-out flush: writes the queued frames straight to the socket when the
@@ -282,17 +281,10 @@ impl Client {
             out.busy = true;
         }
         drop(guard);
-        match written {
-            Ok(n) if done => n,
-            Ok(n) => {
-                self.notify();
-                n
-            }
-            Err(_) => {
-                self.notify();
-                0
-            }
+        if !done {
+            self.notify();
         }
+        written.unwrap_or(0)
     }
 
     /// The session's write step: when it holds nothing, it takes the queue (unless a

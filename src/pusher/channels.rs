@@ -200,21 +200,42 @@ pub(super) async fn subscribe(
             .emit(tenant, json!({ "name": "cache_miss", "channel": channel }));
     }
     if let (true, Some((user_id, info))) = (new_user, &member) {
-        let data = json!({ "user_id": user_id, "user_info": info }).to_string();
-        let event = Event {
-            name: "pusher_internal:member_added".into(),
-            exclude: Some(client.id),
-            user_id: None,
-        };
-        if let Err(e) = pusher
-            .publish(tenant, channel, event, Payload::text(data))
-            .await
-        {
-            tracing::warn!(%channel, error = %e, "member_added lost");
-        }
-        let hook = json!({ "name": "member_added", "channel": channel, "user_id": user_id });
-        pusher.webhooks.emit(tenant, hook);
+        let data = json!({ "user_id": user_id, "user_info": info });
+        announce_member(
+            pusher,
+            client,
+            tenant,
+            channel,
+            "member_added",
+            user_id,
+            data,
+        )
+        .await;
     }
+}
+
+/// Tells a presence channel's other subscribers (`pusher_internal:member_added` /
+/// `member_removed`, never the connection that caused it) and the app's webhooks.
+async fn announce_member(
+    pusher: &Arc<Pusher>,
+    client: &Client,
+    tenant: &Arc<Tenant>,
+    channel: &str,
+    what: &str,
+    user_id: &str,
+    data: Value,
+) {
+    let event = Event {
+        name: format!("pusher_internal:{what}").into(),
+        exclude: Some(client.id),
+        user_id: None,
+    };
+    let payload = Payload::text(data.to_string());
+    if let Err(e) = pusher.publish(tenant, channel, event, payload).await {
+        tracing::warn!(%channel, error = %e, "{what} lost");
+    }
+    let hook = json!({ "name": what, "channel": channel, "user_id": user_id });
+    pusher.webhooks.emit(tenant, hook);
 }
 
 /// `pusher:unsubscribe`.
@@ -259,20 +280,17 @@ pub(super) async fn left(
             }
         };
         if let Some(user_id) = last {
-            let data = json!({ "user_id": user_id }).to_string();
-            let event = Event {
-                name: "pusher_internal:member_removed".into(),
-                exclude: Some(client.id),
-                user_id: None,
-            };
-            if let Err(e) = pusher
-                .publish(tenant, channel, event, Payload::text(data))
-                .await
-            {
-                tracing::warn!(%channel, error = %e, "member_removed lost");
-            }
-            let hook = json!({ "name": "member_removed", "channel": channel, "user_id": user_id });
-            pusher.webhooks.emit(tenant, hook);
+            let data = json!({ "user_id": user_id });
+            announce_member(
+                pusher,
+                client,
+                tenant,
+                channel,
+                "member_removed",
+                &user_id,
+                data,
+            )
+            .await;
         }
     }
     match broker.occupancy_sync(&hub_channel).await {

@@ -408,3 +408,59 @@ impl Drop for RedisServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A self-signed certificate for `localhost`, written as PEM files (for `tls_cert` /
+/// `tls_key`, `wspush::tls::acceptor` or `SSL_CERT_FILE`) in a directory of its own,
+/// removed when dropped.
+pub struct TestCert {
+    pub dir: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub der: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl TestCert {
+    /// A new certificate; `tag` names its directory.
+    pub fn localhost(tag: &str) -> TestCert {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("wspush-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+        TestCert {
+            dir,
+            cert,
+            key,
+            der: made.cert.der().clone(),
+        }
+    }
+}
+
+impl Drop for TestCert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TLS connection to `addr` as `localhost`, trusting only `cert`.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    cert: &rustls::pki_types::CertificateDer<'static>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with the server's certificate")
+}
