@@ -61,9 +61,30 @@ impl Grant {
         }
     }
 
+    /// A grant allowing both subscribe and publish on `patterns` (tests).
+    #[cfg(test)]
+    pub(crate) fn with_channels(mut self, patterns: Vec<String>) -> Self {
+        self.subscribe = patterns.iter().cloned().map(Pattern).collect();
+        self.publish = patterns.into_iter().map(Pattern).collect();
+        self
+    }
+
     /// True when the token allows `access` on `channel` (publishing implies subscribing).
     pub fn allows(&self, channel: &str, access: Access) -> bool {
-        let any = |list: &[Pattern]| list.iter().any(|p| p.matches(channel));
+        self.any_pattern(access, |p| p.matches(channel))
+    }
+
+    /// True when a pattern allowing `access` on `channel` names `kind` outright: its
+    /// literal part starts with the kind's prefix (`private-a`, `private-*`), so `*` or
+    /// `priv*` do not open Pusher's reserved channels.
+    pub fn names(&self, channel: &str, kind: &str, access: Access) -> bool {
+        self.any_pattern(access, |p| {
+            p.matches(channel) && p.0.strip_suffix('*').unwrap_or(&p.0).starts_with(kind)
+        })
+    }
+
+    fn any_pattern(&self, access: Access, pred: impl Fn(&Pattern) -> bool) -> bool {
+        let any = |list: &[Pattern]| list.iter().any(&pred);
         match access {
             Access::None => true,
             Access::Subscribe => any(&self.subscribe) || any(&self.publish),

@@ -151,6 +151,23 @@ pub struct Config {
     /// ago waits up to this long so one write carries several messages (0 = off).
     #[arg(long, env = "WSPUSH_WRITE_COALESCE_MS", default_value_t = 20)]
     pub write_coalesce_ms: u32,
+    /// Most channels one connection may be subscribed to (handshake `?channels=` and
+    /// every subscribe; over it: 400 on the handshake, error `too_many_channels` or
+    /// `pusher:subscription_error` after). 0 = no limit.
+    #[arg(
+        long,
+        env = "WSPUSH_MAX_CHANNELS_PER_CONNECTION",
+        default_value_t = 128
+    )]
+    pub max_channels_per_connection: usize,
+    /// Commands per second one JSON-mode or Pusher connection may send (every command
+    /// counts; presence joins and leaves count 10). Over it: error `rate_limited` (JSON;
+    /// repeated, close 1008) or `pusher:error` 4301.
+    #[arg(long, env = "WSPUSH_COMMAND_RATE", default_value_t = 100.0)]
+    pub command_rate: f64,
+    /// Burst size of the per-connection command budget.
+    #[arg(long, env = "WSPUSH_COMMAND_BURST", default_value_t = 200)]
+    pub command_burst: u32,
     /// Per-namespace channel settings (config file only: `[[namespaces]]`).
     #[arg(skip)]
     #[serde(default)]
@@ -260,6 +277,15 @@ impl Config {
         if self.publish_rate.is_nan() || self.publish_rate <= 0.0 || self.publish_burst == 0 {
             return bad("publish_rate/publish_burst", "must be greater than 0");
         }
+        if self.command_rate.is_nan() || self.command_rate <= 0.0 || self.command_burst == 0 {
+            return bad("command_rate/command_burst", "must be greater than 0");
+        }
+        if f64::from(self.command_burst) < crate::ws::PRESENCE_COST {
+            return bad(
+                "command_burst",
+                "must be at least 10 (the cost of a presence join or leave)",
+            );
+        }
         crate::auth::Verifier::from_config(self)?;
         crate::pusher::Apps::from_config(self)?;
         if self.broker != "memory" {
@@ -298,6 +324,11 @@ impl Config {
             .map(|u| u.trim().to_string())
             .filter(|u| !u.is_empty())
             .collect()
+    }
+
+    /// The command budget: refill rate per second and burst.
+    pub fn command_budget(&self) -> (f64, f64) {
+        (self.command_rate, f64::from(self.command_burst))
     }
 
     /// Handshake timeout as a duration.

@@ -14,6 +14,8 @@
 //! - [`http`]: the HTTP surface (`router`), the `/api` handlers and `ApiError`.
 //! - [`upstream`]: what happens to messages clients send (echo, publish, webhook).
 //! - [`console`]: the operator console on stdin/stdout.
+//! - [`access`]: the one channel access decision every front asks (namespaces, token
+//!   grants, Pusher auth, Pusher's reserved prefixes).
 //! - [`auth`]: JWT verification into grants (user id, expiry, channel patterns).
 //! - [`config`]: `serve` options (flags, env, TOML file) and their validation.
 //! - [`limits`]: connection permits (total and per IP).
@@ -29,6 +31,7 @@
 //! Fronts call the hub; the hub calls the broker; the broker delivers into the hub's
 //! registry. Nothing below `http`/`ws` knows about wire formats beyond pre-encoded frames.
 
+pub mod access;
 pub mod auth;
 pub mod bench;
 pub mod broker;

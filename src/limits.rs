@@ -1,12 +1,53 @@
 //! Connection limits: a permit per WebSocket connection (total and per IP), released
-//! when the session ends.
+//! when the session ends; and `Bucket`, the token bucket of every per-connection rate.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use std::time::Instant;
+
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A token bucket: refills at `rate` tokens per second up to `burst`; starts full.
+/// Made on first use (boxed in the connection's state), so idle connections carry none.
+#[derive(Debug)]
+pub struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// A full bucket of `burst` tokens.
+    pub fn full(burst: f64) -> Self {
+        Bucket {
+            tokens: burst,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes `cost` tokens if there are that many (after refilling); false otherwise,
+    /// taking nothing.
+    pub fn take(&mut self, cost: f64, rate: f64, burst: f64) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * rate;
+        self.tokens = (self.tokens + refill).min(burst);
+        self.at = now;
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// `take` on a lazily made bucket.
+    pub fn take_from(slot: &mut Option<Box<Bucket>>, cost: f64, rate: f64, burst: f64) -> bool {
+        slot.get_or_insert_with(|| Box::new(Bucket::full(burst)))
+            .take(cost, rate, burst)
+    }
+}
 
 /// Open connections per address.
 type ByIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
@@ -89,6 +130,18 @@ impl Drop for Permit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_takes_its_burst_then_refuses_and_takes_nothing() {
+        let mut slot = None;
+        for _ in 0..10 {
+            assert!(Bucket::take_from(&mut slot, 1.0, 0.001, 10.0));
+        }
+        assert!(!Bucket::take_from(&mut slot, 1.0, 0.001, 10.0));
+        let mut b = Bucket::full(5.0);
+        assert!(!b.take(6.0, 0.0, 5.0));
+        assert!(b.take(5.0, 0.0, 5.0));
+    }
 
     #[test]
     fn per_ip_and_total_slots_come_back_on_drop() {

@@ -66,7 +66,8 @@ pub async fn run(
             })?;
         (registry, Arc::new(redis))
     };
-    let hub = Hub::new(registry.clone(), broker, namespaces);
+    let hub = Hub::new(registry.clone(), broker, namespaces)
+        .max_channels_per_client(config.max_channels_per_connection);
     let console = match console_mode {
         ConsoleMode::Stdio => Console::stdout(),
         ConsoleMode::Off => Console::silent(),

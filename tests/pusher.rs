@@ -51,7 +51,7 @@ fn data(ev: &Value) -> Value {
 }
 
 impl Pusher {
-    async fn connect(server: &TestServer, key: &str) -> Self {
+    async fn connect(server: &impl Server, key: &str) -> Self {
         let mut p = Self::open(server, key, "?protocol=7&client=rust&version=1").await;
         let ev = p.next().await;
         assert_eq!(ev["event"], "pusher:connection_established", "{ev}");
@@ -70,8 +70,8 @@ impl Pusher {
         p
     }
 
-    async fn open(server: &TestServer, key: &str, query: &str) -> Self {
-        let url = format!("ws://{}/app/{key}{query}", server.addr);
+    async fn open(server: &impl Server, key: &str, query: &str) -> Self {
+        let url = format!("ws://{}/app/{key}{query}", server.addr());
         let (ws, _) = within("pusher connect", tokio_tungstenite::connect_async(url))
             .await
             .unwrap();
@@ -142,7 +142,7 @@ impl Pusher {
 
 /// A signed Pusher HTTP API request.
 async fn signed(
-    server: &TestServer,
+    server: &impl Server,
     method: &str,
     path: &str,
     params: &[(&str, &str)],
@@ -180,7 +180,7 @@ async fn signed(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn trigger(server: &TestServer, body: Value) -> (u16, Value) {
+async fn trigger(server: &impl Server, body: Value) -> (u16, Value) {
     signed(
         server,
         "POST",
@@ -852,14 +852,14 @@ async fn the_default_app_shares_channels_with_native_clients_and_other_apps_are_
     );
     assert_silent(&mut raw, Duration::from_millis(100)).await;
 
-    // Presence internals never reach raw clients of the same channel.
-    let (mut raw_presence, _) = connect(&server.ws("?channels=presence-r")).await;
+    // Presence channels are Pusher's: a raw client cannot subscribe to one (issue #12),
+    // so no presence internals can reach it.
+    let (_, head) = support::raw::upgrade(server.addr, "/ws?channels=presence-r", "").await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     p.presence("presence-r", "x").await;
     let mut q = Pusher::connect(&server, KEY).await;
     q.presence("presence-r", "z").await;
     p.expect("pusher_internal:member_added").await;
-    publish(&server, "presence-r", "only this").await;
-    assert_eq!(next_text(&mut raw_presence).await, "only this");
 
     let metrics = reqwest::get(server.http("/metrics"))
         .await
@@ -1311,4 +1311,135 @@ async fn two_nodes_on_one_redis_share_members_counts_terminate_and_send_each_web
     );
     one.shutdown().await;
     two.shutdown().await;
+}
+
+/// The built binary serving app 1 (`KEY`/`SECRET`), with `extra` arguments.
+async fn binary(extra: &[&str]) -> Binary {
+    let app = format!("1:{KEY}:{SECRET}");
+    let mut args = vec!["--no-console", "--quiet", "--pusher-app", &app];
+    args.extend_from_slice(extra);
+    Binary::serve(&args).await
+}
+
+/// Issue #12 item 3: Pusher's reserved channels were reachable from `/ws` (raw
+/// `?channels=`, JSON subscribe/history/presence/publish) with no auth. One access
+/// policy now refuses them on every native front.
+#[tokio::test]
+async fn private_channels_cannot_be_reached_from_the_native_fronts() {
+    let server = binary(&[]).await;
+    for query in [
+        "private-a,%23server-to-user-42",
+        "private-a",
+        "%23server-to-user-42",
+        "presence-r",
+        "private-encrypted-z",
+        "private-cache-a",
+    ] {
+        let (_, head) =
+            support::raw::upgrade(server.addr, &format!("/ws?channels={query}"), "").await;
+        assert!(head.starts_with("HTTP/1.1 403"), "{query}: {head}");
+    }
+    let mut p = Pusher::connect(&server, KEY).await;
+    assert_eq!(
+        p.private("private-a").await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let mut j = JsonClient::connect(&server.ws("")).await;
+    for channel in [
+        "private-a",
+        "presence-r",
+        "private-encrypted-z",
+        "#server-to-user-42",
+    ] {
+        for op in ["subscribe", "history", "presence"] {
+            let reply = j.cmd(json!({"op": op, "channel": channel})).await;
+            assert_eq!(
+                reply["error"]["code"], "forbidden",
+                "{op} {channel}: {reply}"
+            );
+        }
+    }
+    let reply = j
+        .cmd(json!({"op": "publish", "channel": "private-a", "data": "forged"}))
+        .await;
+    assert_eq!(reply["error"]["code"], "forbidden", "{reply}");
+    // The authorised Pusher subscriber got no `message` from the anonymous publish: the
+    // next thing it sees is the signed API's event.
+    trigger(
+        &server,
+        json!({"name": "evt", "channel": "private-a", "data": "signed"}),
+    )
+    .await;
+    assert_eq!(
+        p.next().await,
+        json!({"event": "evt", "channel": "private-a", "data": "signed"})
+    );
+    // A public channel is shared as before.
+    let ok = j.cmd(json!({"op": "subscribe", "channel": "news"})).await;
+    assert_eq!(ok["ok"], true, "{ok}");
+}
+
+/// Issue #12 item 3: namespace rules apply to Pusher public channels too, and a token
+/// reaches a reserved channel only when its grant names that kind.
+#[tokio::test]
+async fn namespaces_rule_pusher_subscribes_and_grants_must_name_reserved_kinds() {
+    let dir = std::env::temp_dir().join(format!("wspush-access-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("closed.toml");
+    std::fs::write(
+        &file,
+        "[[namespaces]]\nprefix = \"\"\nanonymous = \"none\"\n",
+    )
+    .unwrap();
+    let server = binary(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--jwt-secret",
+        "jwt-secret-of-16-bytes",
+    ])
+    .await;
+    let mut p = Pusher::connect(&server, KEY).await;
+    let refused = p.subscribe("news").await;
+    assert_eq!(refused["event"], "pusher:subscription_error", "{refused}");
+    assert_eq!(refused["channel"], "news");
+    publish(&server, "news", "not for anonymous").await;
+    p.send(json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(p.next().await["event"], "pusher:pong");
+
+    let token = |channels: Value| {
+        let claims =
+            json!({"sub": "u1", "exp": wspush::auth::unix_now() + 600, "channels": channels});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"jwt-secret-of-16-bytes"),
+        )
+        .unwrap()
+    };
+    let mut star =
+        JsonClient::connect(&server.ws(&format!("?token={}", token(json!(["*"]))))).await;
+    let reply = star
+        .cmd(json!({"op": "subscribe", "channel": "private-a"}))
+        .await;
+    assert_eq!(
+        reply["error"]["code"], "forbidden",
+        "`*` does not name private-: {reply}"
+    );
+    let reply = star
+        .cmd(json!({"op": "subscribe", "channel": "news"}))
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let named = token(json!(["private-*"]));
+    let mut j = JsonClient::connect(&server.ws(&format!("?token={named}"))).await;
+    let reply = j
+        .cmd(json!({"op": "subscribe", "channel": "private-a"}))
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    trigger(
+        &server,
+        json!({"name": "evt", "channel": "private-a", "data": "to the grant"}),
+    )
+    .await;
+    assert_eq!(j.push().await["data"], "to the grant");
+    let _ = std::fs::remove_dir_all(&dir);
 }

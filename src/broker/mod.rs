@@ -66,6 +66,9 @@ pub enum SubscribeError {
     /// The client is already subscribed to the channel.
     #[error("already subscribed")]
     AlreadySubscribed,
+    /// The client is subscribed to the most channels it may be (the number).
+    #[error("subscribed to {0} channels already, the most one connection may have (max_channels_per_connection)")]
+    TooManyChannels(usize),
     /// The broker failed.
     #[error(transparent)]
     Broker(#[from] BrokerError),

@@ -1,6 +1,6 @@
 //! A connected client as the hub sees it: its id, mode, subscriptions and bounded outbox.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -92,7 +92,9 @@ struct Outbox {
     queue: VecDeque<Bytes>,
     bytes: u32,
     close: Option<CloseReason>,
-    channels: Vec<Arc<str>>,
+    /// Subscribed channels: constant-time membership whatever the count (a handshake
+    /// naming thousands of channels once cost the square of the count).
+    channels: HashSet<Arc<str>>,
     grant: Option<Arc<Grant>>,
     /// The socket, while the flusher may write to it directly.
     writer: Option<Arc<dyn Writer>>,
@@ -387,7 +389,12 @@ impl Client {
 
     /// Channels the client is subscribed to.
     pub fn channels(&self) -> Vec<Arc<str>> {
-        self.outbox.lock().channels.clone()
+        self.outbox.lock().channels.iter().cloned().collect()
+    }
+
+    /// How many channels the client is subscribed to.
+    pub fn channel_count(&self) -> usize {
+        self.outbox.lock().channels.len()
     }
 
     /// The authenticated user, if any.
@@ -413,29 +420,23 @@ impl Client {
 
     /// True when subscribed to `channel`.
     pub fn is_subscribed(&self, channel: &str) -> bool {
-        self.outbox.lock().channels.iter().any(|c| &**c == channel)
+        self.outbox.lock().channels.contains(channel)
     }
 
     /// Records a subscription; false when already subscribed.
     pub(crate) fn add_channel(&self, channel: &Arc<str>) -> bool {
-        let mut out = self.outbox.lock();
-        if out.channels.iter().any(|c| c == channel) {
-            return false;
-        }
-        out.channels.push(channel.clone());
-        true
+        self.outbox.lock().channels.insert(channel.clone())
     }
 
     /// Forgets a subscription; false when it was not subscribed.
     pub(crate) fn remove_channel(&self, channel: &str) -> bool {
-        let mut out = self.outbox.lock();
-        let before = out.channels.len();
-        out.channels.retain(|c| &**c != channel);
-        out.channels.len() != before
+        self.outbox.lock().channels.remove(channel)
     }
 
     /// Forgets every subscription, returning them.
     pub(crate) fn take_channels(&self) -> Vec<Arc<str>> {
         std::mem::take(&mut self.outbox.lock().channels)
+            .into_iter()
+            .collect()
     }
 }

@@ -480,6 +480,8 @@ pub struct Hub {
     broker: Arc<dyn Broker>,
     namespaces: Arc<Namespaces>,
     metrics: Arc<Metrics>,
+    /// Most channels per client (0 = no limit).
+    max_channels: usize,
 }
 
 impl Hub {
@@ -494,7 +496,14 @@ impl Hub {
             registry,
             broker,
             namespaces,
+            max_channels: 0,
         }
+    }
+
+    /// Caps the channels one client may be subscribed to (0 = no limit).
+    pub fn max_channels_per_client(mut self, max: usize) -> Self {
+        self.max_channels = max;
+        self
     }
 
     /// Channel settings.
@@ -511,6 +520,10 @@ impl Hub {
         since: Option<Since>,
         ready: Ready<'_>,
     ) -> Result<Position, SubscribeError> {
+        let max = self.max_channels;
+        if max > 0 && client.channel_count() >= max && !client.is_subscribed(channel) {
+            return Err(SubscribeError::TooManyChannels(max));
+        }
         let position = self.broker.subscribe(client, channel, since, ready).await?;
         if self.namespaces.of(channel).presence {
             self.announce(channel, client, true).await;

@@ -9,9 +9,12 @@ use serde_json::{json, Value};
 use super::presence;
 use super::protocol::error_event;
 use super::{auth, frame, kind_of, socket_id, valid_channel, Kind, Pusher, Tenant};
+use crate::access::{self, Action, Asker};
 use crate::auth::Grant;
 use crate::broker::Position;
+use crate::broker::SubscribeError;
 use crate::hub::{Client, Event, Message, Payload};
+use crate::limits::Bucket;
 
 /// Why a subscription is refused: `type`, `error`, `status` of `pusher:subscription_error`.
 type Refusal = (&'static str, String, u16);
@@ -104,6 +107,18 @@ pub(super) async fn subscribe(
         Ok(member) => member,
         Err(refusal) => return subscription_error(pusher, client, channel, refusal),
     };
+    // The one access policy: Pusher auth covers every kind but public, whose access the
+    // channel's namespace decides as for every other front.
+    let signed = kind_of(channel).0 != Kind::Public;
+    let namespaces = pusher.hub.namespaces();
+    if let Err(denied) = access::check(
+        namespaces,
+        Asker::Pusher { signed },
+        channel,
+        Action::Subscribe,
+    ) {
+        return subscription_error(pusher, client, channel, auth_error(&denied.to_string()));
+    }
     let cache = kind_of(channel).1;
     let hub_channel = tenant.hub_channel(channel);
     let broker = pusher.hub.broker();
@@ -176,7 +191,11 @@ pub(super) async fn subscribe(
         if member.is_some() {
             let _ = broker.room_leave(&hub_channel, client.id).await;
         }
-        return subscription_error(pusher, client, channel, ("ServerError", e.to_string(), 503));
+        let refusal = match e {
+            SubscribeError::TooManyChannels(_) => ("LimitReached", e.to_string(), 403),
+            e => ("ServerError", e.to_string(), 503),
+        };
+        return subscription_error(pusher, client, channel, refusal);
     }
     pusher.with_conn(client.id, |c| {
         c.channels.push(Arc::from(channel));
@@ -386,8 +405,11 @@ pub(super) async fn client_event(
     if payload.data.len() > app.limits.max_payload_size {
         return refuse(None, "event data too large");
     }
-    let rate = app.limits.client_events_per_second;
-    if pusher.with_conn(client.id, |c| c.take_token(rate)) != Some(true) {
+    let rate = f64::from(app.limits.client_events_per_second);
+    let took = pusher.with_conn(client.id, |c| {
+        Bucket::take_from(&mut c.events, 1.0, rate, rate)
+    });
+    if took != Some(true) {
         registry.stats.rate_limited.fetch_add(1, Relaxed);
         return refuse(Some(4301), "Client event rejected: over the rate limit");
     }

@@ -19,7 +19,6 @@ pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -31,6 +30,7 @@ use crate::broker::BrokerError;
 use crate::config::Config;
 use crate::http::AppState;
 use crate::hub::{ClientId, Event, Hub, Payload};
+use crate::limits::Bucket;
 use crate::ws::frame;
 pub use apps::{App, AppLimits, Apps, Tenant, Webhook};
 
@@ -145,25 +145,10 @@ pub struct Conn {
     pub channels: Vec<Arc<str>>,
     /// Its user id in each presence channel it joined (app channel name, user id).
     pub presence: Vec<(Arc<str>, Arc<str>)>,
-    /// Client-event token bucket: tokens left and when it was last refilled.
-    bucket: (f64, Instant),
-}
-
-impl Conn {
-    /// Takes a client-event token (refilled at `rate` per second, burst `rate`).
-    pub fn take_token(&mut self, rate: u32) -> bool {
-        let now = Instant::now();
-        let (tokens, at) = self.bucket;
-        let rate = f64::from(rate);
-        let tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(rate);
-        if tokens >= 1.0 {
-            self.bucket = (tokens - 1.0, now);
-            true
-        } else {
-            self.bucket = (tokens, now);
-            false
-        }
-    }
+    /// The client-event rate limit's bucket, made on the first client event.
+    pub events: Option<Box<Bucket>>,
+    /// The command budget's bucket (every message), made on the first message.
+    pub budget: Option<Box<Bucket>>,
 }
 
 const CONN_SHARDS: usize = 16;
@@ -219,7 +204,8 @@ impl Pusher {
             user: None,
             channels: Vec::new(),
             presence: Vec::new(),
-            bucket: (f64::MAX, Instant::now()),
+            events: None,
+            budget: None,
         };
         self.shard(id).lock().insert(id, conn);
     }

@@ -21,6 +21,7 @@ use tokio::io::AsyncWriteExt;
 use super::{channels, frame, socket_id, Pusher, Tenant};
 use crate::http::{ApiError, AppState};
 use crate::hub::{Client, Kind as DataKind, Mode, Payload};
+use crate::limits::Bucket;
 use crate::ws::close::CloseReason;
 use crate::ws::frame as wsframe;
 
@@ -179,6 +180,26 @@ fn object(data: Value) -> Value {
     }
 }
 
+/// The channel named in a subscribe/unsubscribe's `data` (an object or a JSON string).
+fn object_channel(data: &Value) -> Option<String> {
+    match data {
+        Value::String(s) => serde_json::from_str::<Value>(s).ok()?["channel"]
+            .as_str()
+            .map(str::to_string),
+        other => other["channel"].as_str().map(str::to_string),
+    }
+}
+
+/// The message of a `pusher:error` for a connection over its command budget.
+fn over_budget(app: &AppState) -> String {
+    format!(
+        "Too many messages: the budget is {} per second (burst {}); presence subscribes and unsubscribes cost {}",
+        app.config.command_rate,
+        app.config.command_burst,
+        crate::ws::PRESENCE_COST
+    )
+}
+
 /// Handles one frame from a Pusher client; a close reason ends the connection.
 pub async fn handle(app: &AppState, client: &Arc<Client>, payload: Payload) -> Option<CloseReason> {
     let pusher = &app.pusher;
@@ -186,9 +207,23 @@ pub async fn handle(app: &AppState, client: &Arc<Client>, payload: Payload) -> O
     let reply = |f: Bytes| {
         registry.push_frame(client, f);
     };
+    let (rate, burst) = app.config.command_budget();
+    let charge = |cost: f64| {
+        pusher
+            .with_conn(client.id, |c| {
+                Bucket::take_from(&mut c.budget, cost, rate, burst)
+            })
+            .unwrap_or(false)
+    };
     let Some(tenant) = pusher.with_conn(client.id, |c| c.tenant.clone()) else {
         return None; // being refused: ignore what it sends
     };
+    // Every message costs budget, checked before it is parsed.
+    if !charge(1.0) {
+        registry.stats.rate_limited.fetch_add(1, Relaxed);
+        reply(error_event(Some(4301), &over_budget(app)));
+        return None;
+    }
     if payload.kind == DataKind::Binary {
         reply(error_event(None, "binary frames are not Pusher messages"));
         return None;
@@ -200,6 +235,15 @@ pub async fn handle(app: &AppState, client: &Arc<Client>, payload: Payload) -> O
             return None;
         }
     };
+    let churn = matches!(
+        msg.event.as_str(),
+        "pusher:subscribe" | "pusher:unsubscribe"
+    ) && object_channel(&msg.data).is_some_and(|c| c.starts_with("presence-"));
+    if churn && !charge(crate::ws::PRESENCE_COST - 1.0) {
+        registry.stats.rate_limited.fetch_add(1, Relaxed);
+        reply(error_event(Some(4301), &over_budget(app)));
+        return None;
+    }
     match msg.event.as_str() {
         "pusher:ping" => reply(frame("pusher:pong", None, "{}".into())),
         "pusher:pong" => {}

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
 
+use crate::access::{self, Action, Asker};
 use crate::auth::{AuthError, Grant};
 use crate::broker::{Position, SubscribeError};
 use crate::http::AppState;
 use crate::hub::{Client, Payload};
-use crate::namespace::Access;
+use crate::limits::Bucket;
 use crate::protocol::json::{self, Command, Error, Op};
 
 fn fields(value: Value) -> Map<String, Value> {
@@ -34,36 +34,15 @@ pub(super) struct JsonState {
     /// Malformed or refused commands so far.
     pub(super) protocol_errors: u32,
     /// The publish rate limit's token bucket, made on the first publish.
-    bucket: Option<Box<Bucket>>,
+    publishes: Option<Box<Bucket>>,
+    /// The command budget's token bucket (every command), made on the first command.
+    pub(super) budget: Option<Box<Bucket>>,
 }
 
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl JsonState {
-    /// Takes one publish token (refilling at `rate` per second up to `burst`).
-    fn take_token(&mut self, rate: f64, burst: u32) -> bool {
-        let now = Instant::now();
-        let bucket = self.bucket.get_or_insert_with(|| {
-            Box::new(Bucket {
-                tokens: f64::from(burst),
-                at: now,
-            })
-        });
-        let refill = now.duration_since(bucket.at).as_secs_f64() * rate;
-        bucket.tokens = (bucket.tokens + refill).min(f64::from(burst));
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
+/// What subscribing to or leaving a presence channel costs of the command budget: each
+/// one makes an announcement to every member, so one client's churn must not become
+/// everyone's traffic.
+pub const PRESENCE_COST: f64 = 10.0;
 
 /// Verifies a token from a `connect` or `refresh` command.
 fn verify(app: &AppState, token: &str) -> Result<Arc<Grant>, Error> {
@@ -77,27 +56,47 @@ fn verify(app: &AppState, token: &str) -> Result<Arc<Grant>, Error> {
     })
 }
 
-/// Checks what the client may do on `channel`: what the namespace allows anonymous
-/// clients, or what the client's token grants.
+/// Checks what the client may do on `channel` (the one access policy, `crate::access`).
 pub(super) fn allowed(
     app: &AppState,
     client: &Client,
     channel: &str,
-    need: Access,
+    action: Action,
 ) -> Result<(), Error> {
-    let ns = app.hub.namespaces().of(channel);
-    if ns.anonymous < need && !client.grant().is_some_and(|g| g.allows(channel, need)) {
-        let what = if need == Access::Publish {
-            "publish to"
-        } else {
-            "subscribe to"
-        };
-        return Err(Error::new(
-            "forbidden",
-            format!("anonymous clients may not {what} {channel:?}"),
-        ));
+    let grant = client.grant();
+    access::check(
+        app.hub.namespaces(),
+        Asker::Native(grant.as_deref()),
+        channel,
+        action,
+    )
+    .map_err(|denied| Error::new("forbidden", denied.to_string()))
+}
+
+/// Charges a join or leave of a presence channel to the command budget (the command
+/// itself was charged one token already).
+fn presence_churn(app: &AppState, state: &mut JsonState, channel: &str) -> Result<(), Error> {
+    if !app.hub.namespaces().of(channel).presence {
+        return Ok(());
     }
-    Ok(())
+    let (rate, burst) = app.config.command_budget();
+    if Bucket::take_from(&mut state.budget, PRESENCE_COST - 1.0, rate, burst) {
+        Ok(())
+    } else {
+        app.hub.registry().stats.rate_limited.fetch_add(1, Relaxed);
+        Err(over_budget(app))
+    }
+}
+
+/// The error of a command over the connection's budget.
+pub(super) fn over_budget(app: &AppState) -> Error {
+    Error::new(
+        "rate_limited",
+        format!(
+            "too many commands: the budget is {} per second (burst {}); presence joins and leaves cost {PRESENCE_COST}",
+            app.config.command_rate, app.config.command_burst
+        ),
+    )
 }
 
 fn subscribe_error(e: SubscribeError) -> Error {
@@ -115,6 +114,7 @@ fn subscribe_error(e: SubscribeError) -> Error {
         SubscribeError::AlreadySubscribed => {
             Error::new("already_subscribed", "already subscribed to this channel")
         }
+        SubscribeError::TooManyChannels(_) => Error::new("too_many_channels", e.to_string()),
         SubscribeError::Broker(e) => Error::new("broker_unavailable", e.to_string()),
     }
 }
@@ -170,7 +170,8 @@ pub(super) async fn execute(
             ref channel,
             ref since,
         } => {
-            allowed(app, client, channel, Access::Subscribe)?;
+            allowed(app, client, channel, Action::Subscribe)?;
+            presence_churn(app, state, channel)?;
             let id = cmd.id.clone();
             let ready = Box::new(move |p: &Position| {
                 registry.push_frame(client, json::ok(&id, position_fields(p)));
@@ -181,6 +182,9 @@ pub(super) async fn execute(
                 .map_err(subscribe_error)?;
         }
         Op::Unsubscribe { ref channel } => {
+            if client.is_subscribed(channel) {
+                presence_churn(app, state, channel)?;
+            }
             if !app.hub.unsubscribe(client, channel).await {
                 return Err(Error::new(
                     "not_subscribed",
@@ -193,8 +197,9 @@ pub(super) async fn execute(
             ref channel,
             ref data,
         } => {
-            allowed(app, client, channel, Access::Publish)?;
-            if !state.take_token(app.config.publish_rate, app.config.publish_burst) {
+            allowed(app, client, channel, Action::Publish)?;
+            let (rate, burst) = (app.config.publish_rate, f64::from(app.config.publish_burst));
+            if !Bucket::take_from(&mut state.publishes, 1.0, rate, burst) {
                 registry.stats.rate_limited.fetch_add(1, Relaxed);
                 return Err(Error::new("rate_limited", "publishing too fast; slow down"));
             }
@@ -217,7 +222,7 @@ pub(super) async fn execute(
             reply(fields(json!({ "offset": offset })));
         }
         Op::Presence { ref channel } => {
-            allowed(app, client, channel, Access::Subscribe)?;
+            allowed(app, client, channel, Action::Presence)?;
             if !app.hub.namespaces().of(channel).presence {
                 return Err(Error::new(
                     "not_available",
@@ -236,7 +241,7 @@ pub(super) async fn execute(
             ref since,
             limit,
         } => {
-            allowed(app, client, channel, Access::Subscribe)?;
+            allowed(app, client, channel, Action::History)?;
             let page = app
                 .hub
                 .history(channel, since.clone(), limit)

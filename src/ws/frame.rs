@@ -24,6 +24,10 @@ pub const OP_PONG: u8 = 0xA;
 /// Largest possible server frame header (no mask).
 pub const MAX_HEADER: usize = 10;
 
+/// Most bytes reserved up front for a frame still arriving; beyond it the buffer grows
+/// with what actually arrives.
+const PRESIZE_LIMIT: usize = 64 * 1024;
+
 /// Writes an unmasked, final frame header for `len` payload bytes.
 pub fn put_header(buf: &mut impl BufMut, opcode: u8, len: usize) {
     buf.put_u8(0x80 | opcode);
@@ -142,11 +146,14 @@ impl Decoder {
                 Err(_) => return Err(CloseReason::Protocol),
             };
             let header_len = cursor.position() as usize;
-            self.check_header(&header, len)?;
-            let len = len as usize;
+            // `check_header` bounds `len` by `max_message` (or 125), so it fits a usize.
+            let len = self.check_header(&header, len)?;
             if buf.len() - pos - header_len < len {
-                if self.partial.capacity() < header_len + len {
-                    self.partial.reserve_exact(header_len + len);
+                // Room for a modest frame at once; a big one grows as its bytes arrive,
+                // so announcing a large frame and sending nothing costs the sender, not us.
+                let want = (header_len + len).min(PRESIZE_LIMIT);
+                if self.partial.capacity() < want {
+                    self.partial.reserve_exact(want);
                 }
                 break;
             }
@@ -167,23 +174,34 @@ impl Decoder {
         Ok(pos)
     }
 
-    /// Rejects a frame as soon as its header is known to be invalid.
-    fn check_header(&self, header: &FrameHeader, len: u64) -> Result<(), CloseReason> {
+    /// Rejects a frame as soon as its header is known to be invalid; the payload length
+    /// as a usize, known to be at most `max_message` (data) or 125 (control).
+    ///
+    /// A length from the wire is never added to anything: what the message already holds
+    /// is subtracted from the limit instead (a 1-byte fragment followed by a continuation
+    /// announcing 2^64-1 bytes once wrapped `have + len` and passed the check; issue #12).
+    fn check_header(&self, header: &FrameHeader, len: u64) -> Result<usize, CloseReason> {
         if header.rsv1 || header.rsv2 || header.rsv3 || header.mask.is_none() {
             return Err(CloseReason::Protocol);
         }
         match header.opcode {
             OpCode::Control(_) if len > 125 || !header.is_final => Err(CloseReason::Protocol),
+            OpCode::Control(_) => Ok(len as usize),
             OpCode::Data(_) => {
-                let have = self.fragments.as_ref().map_or(0, |f| f.data.len()) as u64;
-                if have + len > self.max_message as u64 {
-                    Err(CloseReason::TooBig)
-                } else {
-                    Ok(())
+                let have = self.fragments.as_ref().map_or(0, |f| f.data.len());
+                let room = self.max_message.saturating_sub(have);
+                match usize::try_from(len) {
+                    Ok(len) if len <= room => Ok(len),
+                    _ => Err(CloseReason::TooBig),
                 }
             }
-            _ => Ok(()),
         }
+    }
+
+    /// Bytes held for an incomplete frame or message (bounded by `max_message` plus one
+    /// frame header and one read; the fuzz target checks it).
+    pub fn buffered(&self) -> usize {
+        self.partial.len() + self.fragments.as_ref().map_or(0, |f| f.data.len())
     }
 
     /// Applies one complete, unmasked frame.
@@ -352,6 +370,42 @@ mod tests {
         let mut d = Decoder::new(4);
         let mut big = encode_masked(OP_BINARY, b"12345", [0; 4]);
         assert_eq!(d.feed(&mut big, &mut Vec::new()), Err(CloseReason::TooBig));
+    }
+
+    /// Issue #12 item 1: a continuation announcing 2^64-1 bytes after a 1-byte fragment.
+    #[test]
+    fn continuation_length_cannot_wrap_the_size_check() {
+        for announced in [u64::MAX, u64::MAX - 1, 1 << 63, (1 << 20) as u64] {
+            let mut d = Decoder::new(1 << 20);
+            let mut first = encode_masked(OP_TEXT, b"x", [1, 2, 3, 4]);
+            first[0] &= 0x7f; // not final
+            let mut next = vec![0x80, 0x80 | 127];
+            next.extend_from_slice(&announced.to_be_bytes());
+            next.extend_from_slice(&[0, 0, 0, 0]);
+            next.extend_from_slice(&[b'a'; 64]);
+            let mut out = Vec::new();
+            assert_eq!(d.feed(&mut first, &mut out), Ok(()));
+            assert_eq!(
+                d.feed(&mut next, &mut out),
+                Err(CloseReason::TooBig),
+                "{announced}"
+            );
+            assert!(out.is_empty());
+        }
+    }
+
+    #[test]
+    fn an_announced_frame_reserves_little_until_its_bytes_arrive() {
+        let mut d = Decoder::new(1 << 20);
+        let mut header = vec![0x82, 0x80 | 127];
+        header.extend_from_slice(&(1u64 << 20).to_be_bytes());
+        header.extend_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(d.feed(&mut header, &mut Vec::new()), Ok(()));
+        assert!(
+            d.partial.capacity() <= PRESIZE_LIMIT,
+            "{}",
+            d.partial.capacity()
+        );
     }
 
     #[test]

@@ -21,13 +21,13 @@ use tokio_rustls::server::TlsStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use crate::access::{self, Action, Asker};
 use crate::auth::AuthError;
 use crate::http::{ApiError, AppState};
 use crate::hub::Client;
 use crate::hub::Mode;
 use crate::limits::{Permit, Refused};
-use crate::namespace::Access;
-pub use commands::{members_json, messages_json};
+pub use commands::{members_json, messages_json, PRESENCE_COST};
 pub use session::Session;
 
 /// The JSON-mode subprotocol.
@@ -64,6 +64,26 @@ pub fn valid_channel(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The channels of a handshake's `?channels=`: trimmed, each valid, duplicates dropped
+/// (first occurrence kept), at most `max` of them (0 = no limit).
+fn handshake_channels(list: &str, max: usize) -> Result<Vec<&str>, ApiError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut channels = Vec::new();
+    for channel in list.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        valid_channel(channel).map_err(ApiError::BadRequest)?;
+        if !seen.insert(channel) {
+            continue;
+        }
+        if max > 0 && channels.len() == max {
+            return Err(ApiError::BadRequest(format!(
+                "more than {max} channels (max_channels_per_connection)"
+            )));
+        }
+        channels.push(channel);
+    }
+    Ok(channels)
 }
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -129,17 +149,10 @@ pub async fn upgrade(
     } else {
         Mode::Raw
     };
-    let channels: Vec<&str> = params
-        .channels
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .collect();
-    for channel in &channels {
-        valid_channel(channel).map_err(ApiError::BadRequest)?;
-    }
+    let channels = handshake_channels(
+        params.channels.as_deref().unwrap_or(""),
+        app.config.max_channels_per_connection,
+    )?;
     let stats = &app.hub.registry().stats;
     if !origin_allowed(headers, &app.config.allowed_origins) {
         stats.rejected_connections.fetch_add(1, Relaxed);
@@ -158,6 +171,15 @@ pub async fn upgrade(
             }
         },
     };
+    for channel in &channels {
+        access::check(
+            app.hub.namespaces(),
+            Asker::Native(grant.as_deref()),
+            channel,
+            Action::Subscribe,
+        )
+        .map_err(|denied| ApiError::Denied(denied.to_string()))?;
+    }
     let permit = app.limits.admit(peer.ip()).map_err(|refused| {
         stats.rejected_connections.fetch_add(1, Relaxed);
         match refused {
@@ -171,12 +193,6 @@ pub async fn upgrade(
         .ok_or(ApiError::UpgradeRequired)?;
 
     let client = app.hub.registry().register(mode, peer, grant);
-    for channel in &channels {
-        if let Err(e) = commands::allowed(&app, &client, channel, Access::Subscribe) {
-            app.hub.disconnect(&client).await;
-            return Err(ApiError::Denied(e.message));
-        }
-    }
     for channel in channels {
         // A fresh client cannot already be subscribed, and no `since` means no history check.
         if let Err(e) = app
@@ -241,11 +257,8 @@ pub async fn start_session(
     };
     match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
         Ok(parts) => match UnixStream::pair() {
-            Ok((near, mut far)) => {
-                let mut tls = parts.io.into_inner();
-                tracker.spawn(async move {
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut far).await;
-                });
+            Ok((near, far)) => {
+                tracker.spawn(pump(parts.io.into_inner(), far));
                 let session = Session::new(near, client, app, permit);
                 tracker.spawn(session.run(parts.read_buf));
             }
@@ -257,6 +270,33 @@ pub async fn start_session(
         Err(_) => {
             tracing::error!(client = %client.id, "upgraded connection of an unknown type");
             Session::<TcpStream>::abandon(&app, &client).await;
+        }
+    }
+}
+
+/// Joins a TLS stream to the far end of a session's socket pair. Once the session has
+/// ended (its end is closed), the client gets `CLOSE_WAIT` to finish; then the TCP
+/// connection is dropped, so no descriptor outlives its session (and its permit) for
+/// long, whatever the client does.
+async fn pump(tls: TlsStream<TcpStream>, far: UnixStream) {
+    use tokio::io::AsyncWriteExt;
+    let (mut tls_read, mut tls_write) = tokio::io::split(tls);
+    let (mut far_read, mut far_write) = far.into_split();
+    let from_client = async {
+        let _ = tokio::io::copy(&mut tls_read, &mut far_write).await;
+        let _ = far_write.shutdown().await;
+    };
+    let to_client = async {
+        let _ = tokio::io::copy(&mut far_read, &mut tls_write).await;
+        let _ = tls_write.shutdown().await;
+    };
+    tokio::pin!(from_client, to_client);
+    tokio::select! {
+        // The client finished first: the session sees EOF and ends; let it write its last.
+        _ = &mut from_client => to_client.await,
+        // The session ended: the client has a short while to read and close.
+        _ = &mut to_client => {
+            let _ = tokio::time::timeout(session::CLOSE_WAIT, from_client).await;
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::limits::Permit;
+use crate::limits::{Bucket, Permit};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
@@ -25,7 +25,7 @@ use serde_json::Value;
 /// Bytes read from a socket per `read` call; the buffer is per thread, not per connection.
 const READ_BUF: usize = 64 * 1024;
 /// How long a closing connection may take to flush and answer our close frame.
-const CLOSE_WAIT: Duration = Duration::from_secs(3);
+pub(super) const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 thread_local! {
     static READ: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUF]);
@@ -256,7 +256,13 @@ impl<T: Transport> Session<T> {
 
     /// Runs one JSON-mode command; too many malformed ones close the connection (1008).
     async fn command(&mut self, payload: Payload) -> Option<End> {
-        let result = if payload.kind == Kind::Binary {
+        let (rate, burst) = self.app.config.command_budget();
+        let result = if !Bucket::take_from(&mut self.json.budget, 1.0, rate, burst) {
+            // Refused before parsing: a flood costs the server as little as possible.
+            let stats = &self.app.hub.registry().stats;
+            stats.rate_limited.fetch_add(1, Relaxed);
+            Err((Value::Null, commands::over_budget(&self.app)))
+        } else if payload.kind == Kind::Binary {
             Err((
                 Value::Null,
                 json::Error::new("bad_request", "binary frames are not wspush.v1 commands"),

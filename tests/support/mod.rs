@@ -2,6 +2,8 @@
 //! WebSocket clients, and bounded waits.
 #![allow(dead_code, missing_docs)]
 
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
@@ -27,6 +29,32 @@ pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) ->
     tokio::time::timeout(WAIT, fut)
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// A running server, in this process or the built binary.
+pub trait Server {
+    /// Its address.
+    fn addr(&self) -> SocketAddr;
+    /// An http:// URL on it.
+    fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr(), path)
+    }
+    /// A ws:// URL of `/ws` with `query`.
+    fn ws(&self, query: &str) -> String {
+        format!("ws://{}/ws{}", self.addr(), query)
+    }
+}
+
+impl Server for TestServer {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Server for Binary {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
 }
 
 /// A server running in this process.
@@ -56,14 +84,6 @@ impl TestServer {
             stop: Some(tx),
             task: Some(task),
         }
-    }
-
-    pub fn http(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    pub fn ws(&self, query: &str) -> String {
-        format!("ws://{}/ws{}", self.addr, query)
     }
 
     /// Triggers graceful shutdown and waits for `run` to return.
@@ -160,7 +180,7 @@ pub async fn get(url: &str) -> (u16, serde_json::Value) {
 }
 
 /// Publishes text over the HTTP API; the offset.
-pub async fn publish(server: &TestServer, channel: &str, data: &str) -> u64 {
+pub async fn publish(server: &impl Server, channel: &str, data: &str) -> u64 {
     let (status, body) = post(
         &server.http("/api/publish"),
         serde_json::json!({ "channel": channel, "data": data }),
@@ -206,10 +226,6 @@ impl Binary {
             child,
             stdout,
         }
-    }
-
-    pub fn ws(&self, query: &str) -> String {
-        format!("ws://{}/ws{}", self.addr, query)
     }
 
     pub async fn type_line(&mut self, line: &str) {
