@@ -155,6 +155,11 @@ pub struct Config {
     #[arg(skip)]
     #[serde(default)]
     pub namespaces: Vec<Namespace>,
+    /// Seconds a client cut off as too slow (its send queue overflowed) has to read the
+    /// rest of the frame in progress and the close frame 1013, and answer it, before its
+    /// TCP connection is dropped (0: drop at once after one write attempt).
+    #[arg(long, env = "WSPUSH_SLOW_CLOSE_GRACE", default_value_t = 5)]
+    pub slow_close_grace: u64,
 }
 
 impl Config {
@@ -284,6 +289,9 @@ impl Config {
         }
         if matches!(&self.api_key, Some(k) if k.is_empty()) {
             return bad("api-key", "must not be empty");
+        }
+        if self.slow_close_grace > 600 {
+            return bad("slow-close-grace", "must be at most 600 seconds");
         }
         Ok(())
     }
