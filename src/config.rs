@@ -92,10 +92,14 @@ pub struct Config {
     /// Seconds to wait for clients to take their close frames at shutdown.
     #[arg(long, env = "WSPUSH_SHUTDOWN_GRACE", default_value_t = 5)]
     pub shutdown_grace: u64,
-    /// Do not read operator commands from stdin.
+    /// Do not read operator commands from stdin. Upstream messages are still printed on
+    /// stdout (`--quiet` stops them); stdout is safe whatever the flags: at most 1 MiB
+    /// of lines waits for a slow stdout (then lines are skipped and counted), each line
+    /// is cut at 1 KiB and control characters are escaped (one message, one line).
     #[arg(long, env = "WSPUSH_NO_CONSOLE")]
     pub no_console: bool,
-    /// Do not print upstream messages (`[client] text`) on stdout.
+    /// Do not print upstream messages (`[client] text`, escaped and cut at 1 KiB) on
+    /// stdout.
     #[arg(long, env = "WSPUSH_QUIET")]
     pub quiet: bool,
     /// Largest `data` a JSON-mode client may publish, in bytes (larger: error `too_large`).
@@ -172,6 +176,11 @@ pub struct Config {
     #[arg(skip)]
     #[serde(default)]
     pub namespaces: Vec<Namespace>,
+    /// Seconds a client cut off as too slow (its send queue overflowed) has to read the
+    /// rest of the frame in progress and the close frame 1013, and answer it, before its
+    /// TCP connection is dropped (0: drop at once after one write attempt).
+    #[arg(long, env = "WSPUSH_SLOW_CLOSE_GRACE", default_value_t = 5)]
+    pub slow_close_grace: u64,
 }
 
 impl Config {
@@ -310,6 +319,9 @@ impl Config {
         }
         if matches!(&self.api_key, Some(k) if k.is_empty()) {
             return bad("api-key", "must not be empty");
+        }
+        if self.slow_close_grace > 600 {
+            return bad("slow-close-grace", "must be at most 600 seconds");
         }
         Ok(())
     }

@@ -1,24 +1,42 @@
 //! The operator console: commands from stdin (on a thread of its own, so it never
-//! blocks the server) and lines to stdout (through a bounded queue and one writer task).
+//! blocks the server) and lines to stdout (through a queue bounded in bytes and one
+//! writer task). Every line is escaped and cut (`escape`): what a client sends is
+//! always exactly one console line, with no control characters.
 
+use std::fmt::{self, Write as _};
 use std::io::BufRead;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{ClientId, Hub, Payload, ALL};
+use crate::hub::{ClientId, Hub, Kind, Payload, ALL};
 
 /// Lines the writer may lag behind before new ones are skipped (and counted).
 const OUTPUT_QUEUE: usize = 8192;
+/// Bytes of lines the writer may lag behind before new ones are skipped (and counted):
+/// a stdout nobody reads holds at most this much.
+pub const OUTPUT_BYTES: usize = 1 << 20;
+/// Most bytes of a line shown (escapes included); the rest is cut, with a marker
+/// `… [+N bytes]` giving how many bytes of the original were not shown.
+pub const LINE_MAX: usize = 1024;
 
 /// Handle for printing lines on the console without ever blocking.
 #[derive(Clone)]
 pub struct Console {
     tx: Option<mpsc::Sender<String>>,
-    skipped: Arc<AtomicU64>,
+    backlog: Arc<Backlog>,
+}
+
+/// What waits for stdout, and what was skipped.
+#[derive(Default)]
+struct Backlog {
+    /// Bytes of the lines queued (each counts its newline).
+    bytes: AtomicUsize,
+    /// Lines skipped since the writer last said so.
+    skipped: AtomicU64,
 }
 
 impl Console {
@@ -26,30 +44,32 @@ impl Console {
     pub fn silent() -> Self {
         Console {
             tx: None,
-            skipped: Arc::default(),
+            backlog: Arc::default(),
         }
     }
 
     /// A console writing to stdout from a task of its own.
     pub fn stdout() -> Self {
         let (tx, mut rx) = mpsc::channel::<String>(OUTPUT_QUEUE);
-        let skipped = Arc::new(AtomicU64::new(0));
-        let lost = skipped.clone();
+        let backlog = Arc::new(Backlog::default());
+        let shared = backlog.clone();
         tokio::spawn(async move {
             let mut out = tokio::io::BufWriter::new(tokio::io::stdout());
             while let Some(line) = rx.recv().await {
-                let mut batch = vec![line];
-                while let Ok(more) = rx.try_recv() {
-                    batch.push(more);
+                let mut next = Some(line);
+                while let Some(line) = next {
+                    let written = out.write_all(line.as_bytes()).await.is_ok()
+                        && out.write_all(b"\n").await.is_ok();
+                    shared.bytes.fetch_sub(line.len() + 1, Relaxed);
+                    if !written {
+                        return;
+                    }
+                    next = rx.try_recv().ok();
                 }
-                let n = lost.swap(0, Relaxed);
+                let n = shared.skipped.swap(0, Relaxed);
                 if n > 0 {
-                    batch.push(format!("(console: {n} lines skipped, output too slow)"));
-                }
-                for line in batch {
-                    if out.write_all(line.as_bytes()).await.is_err()
-                        || out.write_all(b"\n").await.is_err()
-                    {
+                    let note = format!("(console: {n} lines skipped, output too slow)\n");
+                    if out.write_all(note.as_bytes()).await.is_err() {
                         return;
                     }
                 }
@@ -60,17 +80,126 @@ impl Console {
         });
         Console {
             tx: Some(tx),
-            skipped,
+            backlog,
         }
     }
 
-    /// Prints a line (skipped and counted if stdout is not keeping up).
-    pub fn line(&self, line: String) {
-        if let Some(tx) = &self.tx {
-            if tx.try_send(line).is_err() {
-                self.skipped.fetch_add(1, Relaxed);
-            }
+    /// Prints `text` as one line, escaped and cut at `LINE_MAX` (skipped and counted if
+    /// stdout is not keeping up).
+    pub fn line(&self, text: &str) {
+        if self.tx.is_some() {
+            let mut line = String::with_capacity(text.len().min(LINE_MAX) + 16);
+            escape(&mut line, text, LINE_MAX);
+            self.enqueue(line);
         }
+    }
+
+    /// Prints a message a client sent: `[c-N] text` (escaped and cut) or
+    /// `[c-N] <binary N bytes>`.
+    pub fn upstream(&self, client: ClientId, payload: &Payload) {
+        if self.tx.is_none() {
+            return;
+        }
+        let mut line = String::with_capacity(payload.data.len().min(LINE_MAX) + 32);
+        let _ = write!(line, "[{client}] ");
+        match payload.kind {
+            Kind::Binary => {
+                let _ = write!(line, "<binary {} bytes>", payload.data.len());
+            }
+            _ => escape(&mut line, &String::from_utf8_lossy(&payload.data), LINE_MAX),
+        }
+        self.enqueue(line);
+    }
+
+    /// Queues a line unless that would pass `OUTPUT_BYTES` or `OUTPUT_QUEUE`; a line
+    /// not queued is counted, and the writer says how many were skipped.
+    fn enqueue(&self, line: String) {
+        let Some(tx) = &self.tx else { return };
+        let cost = line.len() + 1;
+        let backlog = &self.backlog;
+        let room = backlog
+            .bytes
+            .fetch_update(Relaxed, Relaxed, |b| {
+                (b + cost <= OUTPUT_BYTES).then_some(b + cost)
+            })
+            .is_ok();
+        if !room {
+            backlog.skipped.fetch_add(1, Relaxed);
+        } else if tx.try_send(line).is_err() {
+            backlog.bytes.fetch_sub(cost, Relaxed);
+            backlog.skipped.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Appends `text` to `out` with every control character escaped (`\n`, `\r`, `\t`,
+/// `\x1b` for the other C0 codes and DEL, `\u{9b}` for C1 codes, line separators and
+/// bidi overrides), at most `max` bytes of it; the rest is cut at a character boundary
+/// and replaced by `… [+N bytes]`, N the bytes of `text` not shown.
+pub fn escape(out: &mut String, text: &str, max: usize) {
+    let _ = write_escaped(out, text, max);
+}
+
+/// `Display` of client-provided text for logs: escaped and cut like console lines.
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_escaped(f, self.0, LINE_MAX)
+    }
+}
+
+fn write_escaped(out: &mut impl fmt::Write, text: &str, max: usize) -> fmt::Result {
+    let mut shown = 0;
+    for (at, ch) in text.char_indices() {
+        let mut one = Small::default();
+        match ch {
+            '\n' => one.push("\\n"),
+            '\r' => one.push("\\r"),
+            '\t' => one.push("\\t"),
+            '\0'..='\x1f' | '\x7f' => write!(one, "\\x{:02x}", ch as u32)?,
+            '\u{80}'..='\u{9f}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}' => write!(one, "\\u{{{:x}}}", ch as u32)?,
+            _ => one.push(ch.encode_utf8(&mut [0; 4])),
+        }
+        let shown_ch = one.as_str();
+        if shown + shown_ch.len() > max {
+            return write!(out, "… [+{} bytes]", text.len() - at);
+        }
+        shown += shown_ch.len();
+        out.write_str(shown_ch)?;
+    }
+    Ok(())
+}
+
+/// One character as shown (at most `\u{10ffff}`, 10 bytes).
+#[derive(Default)]
+struct Small {
+    buf: [u8; 12],
+    len: usize,
+}
+
+impl Small {
+    fn push(&mut self, s: &str) {
+        self.buf[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+        self.len += s.len();
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).expect("whole characters were pushed")
+    }
+}
+
+impl fmt::Write for Small {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.len + s.len() > self.buf.len() {
+            return Err(fmt::Error);
+        }
+        self.push(s);
+        Ok(())
     }
 }
 
@@ -161,7 +290,7 @@ pub fn spawn_input(hub: Hub, console: Console, quit: CancellationToken) {
 
 /// Executes one command; false for `/quit`.
 async fn run(hub: &Hub, console: &Console, cmd: Command) -> bool {
-    let say = |s: String| console.line(s);
+    let say = |s: String| console.line(&s);
     match cmd {
         Command::Nothing => {}
         Command::All(text) => match hub.publish(ALL, Payload::text(text)).await {
@@ -207,7 +336,7 @@ async fn run(hub: &Hub, console: &Console, cmd: Command) -> bool {
                 say(format!("  #{name} {n} subscribers"));
             }
         }
-        Command::Help => say(HELP.to_string()),
+        Command::Help => HELP.lines().for_each(|l| console.line(l)),
         Command::Quit => {
             say("shutting down".into());
             return false;
@@ -234,5 +363,40 @@ mod tests {
         assert_eq!(parse("   "), Command::Nothing);
         assert!(matches!(parse("#news"), Command::Invalid(_)));
         assert!(matches!(parse("/nope"), Command::Invalid(_)));
+    }
+
+    fn escaped(text: &str, max: usize) -> String {
+        let mut out = String::new();
+        escape(&mut out, text, max);
+        out
+    }
+
+    // issue #12 item 2
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escaped(
+                "a\x1b]0;t\x07\n[c-9] b\r\t\0\x7f\u{85}\u{9b}\u{2028}\u{202e}é",
+                100
+            ),
+            r"a\x1b]0;t\x07\n[c-9] b\r\t\x00\x7f\u{85}\u{9b}\u{2028}\u{202e}é"
+        );
+        assert_eq!(escaped(r"back\slash", 100), r"back\slash");
+        assert_eq!(Escaped("x\ny").to_string(), r"x\ny");
+    }
+
+    // issue #12 item 2
+    #[test]
+    fn long_text_is_cut_at_a_char_boundary_with_a_marker() {
+        assert_eq!(escaped("abcd", 4), "abcd");
+        assert_eq!(escaped("abcde", 4), "abcd… [+1 bytes]");
+        // 'é' is 2 bytes: a third would pass 5.
+        assert_eq!(escaped("éééé", 5), "éé… [+4 bytes]");
+        // An escape is never split, and counts as what is shown.
+        assert_eq!(escaped("ab\x1b", 5), "ab… [+1 bytes]");
+        let long = "x".repeat(1 << 20);
+        let line = escaped(&long, LINE_MAX);
+        assert_eq!(line, format!("{}… [+1047552 bytes]", "x".repeat(1024)));
+        assert_eq!(Escaped(&long).to_string(), line);
     }
 }

@@ -13,7 +13,8 @@
 //! - [`protocol`]: the `wspush.v1` JSON commands and replies (parsing and encoding).
 //! - [`http`]: the HTTP surface (`router`), the `/api` handlers and `ApiError`.
 //! - [`upstream`]: what happens to messages clients send (echo, publish, webhook).
-//! - [`console`]: the operator console on stdin/stdout.
+//! - [`console`]: the operator console on stdin/stdout (output bounded in bytes, every
+//!   line escaped and cut at 1 KiB; `Escaped` for client text in logs).
 //! - [`access`]: the one channel access decision every front asks (namespaces, token
 //!   grants, Pusher auth, Pusher's reserved prefixes).
 //! - [`auth`]: JWT verification into grants (user id, expiry, channel patterns).

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::console::Console;
+use crate::console::{Console, Escaped};
 use crate::hub::{ClientId, Hub, Kind, Payload};
 
 /// The configured upstream handler.
@@ -111,8 +111,7 @@ impl Upstream {
     pub async fn handle(&self, client: ClientId, payload: &Payload) -> Option<Payload> {
         let stats = &self.hub.registry().stats;
         stats.upstream_messages.fetch_add(1, Relaxed);
-        self.console
-            .line(format!("[{client}] {}", payload.display()));
+        self.console.upstream(client, payload);
         match &self.spec {
             Spec::None | Spec::Echo => None,
             Spec::Publish(channel) => {
@@ -126,7 +125,9 @@ impl Upstream {
                 Ok(reply) => reply,
                 Err(e) => {
                     stats.upstream_failures.fetch_add(1, Relaxed);
-                    tracing::warn!(%client, %url, error = %e, "upstream webhook failed");
+                    // The error may quote the backend's answer: escaped and cut.
+                    let error = Escaped(&e);
+                    tracing::warn!(%client, %url, %error, "upstream webhook failed");
                     None
                 }
             },

@@ -100,6 +100,10 @@ struct Outbox {
     writer: Option<Arc<dyn Writer>>,
     /// The session holds unwritten frames (the socket is backed up): only it writes.
     busy: bool,
+    /// The next byte for the socket is inside a frame: the front frame (of the session's
+    /// pending frames, or of the queue when the session holds none) is partly written.
+    /// Whatever is given up, that frame must be finished or the stream is corrupt.
+    mid_frame: bool,
 }
 
 impl fmt::Debug for Outbox {
@@ -110,14 +114,19 @@ impl fmt::Debug for Outbox {
             .field("close", &self.close)
             .field("direct", &self.writer.is_some())
             .field("busy", &self.busy)
+            .field("mid_frame", &self.mid_frame)
             .finish()
     }
 }
 
 /// Writes as much of `frames` as the socket takes now, many frames per syscall, dropping
-/// what was written (a partly written frame keeps its rest at the front). The bytes
-/// written; `WouldBlock` is not an error.
-pub fn write_frames(writer: &dyn Writer, frames: &mut VecDeque<Bytes>) -> io::Result<usize> {
+/// what was written (a partly written frame keeps its rest at the front, and
+/// `mid_frame` says so). The bytes written; `WouldBlock` is not an error.
+fn write_frames(
+    writer: &dyn Writer,
+    frames: &mut VecDeque<Bytes>,
+    mid_frame: &mut bool,
+) -> io::Result<usize> {
     let mut total = 0;
     while !frames.is_empty() {
         let mut iov = [IoSlice::new(&[]); MAX_IOV];
@@ -137,9 +146,11 @@ pub fn write_frames(writer: &dyn Writer, frames: &mut VecDeque<Bytes>) -> io::Re
             if front.len() <= written {
                 written -= front.len();
                 frames.pop_front();
+                *mid_frame = false;
             } else {
                 front.advance(written);
                 written = 0;
+                *mid_frame = true;
             }
         }
     }
@@ -216,8 +227,11 @@ impl Client {
         let bytes = out.bytes.saturating_add(frame.len() as u32);
         if out.queue.len() as u32 >= self.limits.max_frames || bytes > self.limits.max_bytes {
             out.close = Some(CloseReason::SlowConsumer);
-            out.queue = VecDeque::new();
-            out.bytes = 0;
+            // Give up what is queued, but the front frame may be partly written (by the
+            // flusher): the session keeps it if so, when it finishes (`give_up`).
+            out.queue.truncate(1);
+            out.queue.shrink_to_fit();
+            out.bytes = out.queue.front().map_or(0, |f| f.len() as u32);
             drop(out);
             self.notify();
             return (Pushed::Overflow, false);
@@ -271,7 +285,7 @@ impl Client {
             self.notify();
             return 0;
         };
-        let written = write_frames(&**writer, &mut out.queue);
+        let written = write_frames(&**writer, &mut out.queue, &mut out.mid_frame);
         let done = out.queue.is_empty();
         if done {
             out.bytes = 0;
@@ -311,7 +325,7 @@ impl Client {
                     break;
                 }
             }
-            let written = write_frames(writer, pending);
+            let written = write_frames(writer, pending, &mut out.mid_frame);
             out.busy = !pending.is_empty();
             total += written?;
             if out.busy {
@@ -323,6 +337,31 @@ impl Client {
             *pending = VecDeque::new();
         }
         Ok((total, None))
+    }
+
+    /// The session's write once the flusher is detached (closing): writes `pending` as
+    /// far as the socket takes it. The bytes written.
+    pub fn write_pending(
+        &self,
+        pending: &mut VecDeque<Bytes>,
+        writer: &dyn Writer,
+    ) -> io::Result<usize> {
+        let mut out = self.outbox.lock();
+        write_frames(writer, pending, &mut out.mid_frame)
+    }
+
+    /// Gives up every frame queued or held in `pending` (the client does not read),
+    /// except the rest of a frame already partly written: cutting that one would leave
+    /// the client a corrupt stream. What remains in `pending` must be written before
+    /// anything else (the close frame).
+    pub fn give_up(&self, pending: &mut VecDeque<Bytes>) {
+        let mut out = self.outbox.lock();
+        if pending.is_empty() {
+            std::mem::swap(pending, &mut out.queue);
+        }
+        out.queue = VecDeque::new();
+        out.bytes = 0;
+        pending.truncate(usize::from(out.mid_frame));
     }
 
     /// Moves every queued frame into `into`; returns the close reason if one is set.
@@ -438,5 +477,106 @@ impl Client {
         std::mem::take(&mut self.outbox.lock().channels)
             .into_iter()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket that takes `room` more bytes, then would block.
+    struct Socket {
+        room: Mutex<usize>,
+        got: Mutex<Vec<u8>>,
+    }
+
+    impl Writer for Socket {
+        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let mut room = self.room.lock();
+            if *room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut n = 0;
+            for buf in bufs {
+                let take = buf.len().min(*room - n);
+                self.got.lock().extend_from_slice(&buf[..take]);
+                n += take;
+            }
+            *room -= n;
+            Ok(n)
+        }
+    }
+
+    fn client() -> Client {
+        let limits = QueueLimits {
+            max_frames: 100,
+            max_bytes: 1000,
+        };
+        Client::new(
+            ClientId(1),
+            Mode::Raw,
+            "127.0.0.1:1".parse().unwrap(),
+            limits,
+            0,
+        )
+    }
+
+    // issue #12 item 8: the flusher wrote part of a frame, then the outbox overflowed:
+    // the rest of that frame survives the give-up; whole frames behind it do not.
+    #[test]
+    fn an_overflow_keeps_the_rest_of_a_partly_written_frame() {
+        let c = client();
+        let socket = Arc::new(Socket {
+            room: Mutex::new(150),
+            got: Mutex::default(),
+        });
+        c.attach(socket.clone());
+        c.push(Bytes::from(vec![1u8; 100]));
+        c.push(Bytes::from(vec![2u8; 100]));
+        assert_eq!(c.flush(), 150, "one frame and a half written");
+        let pushed: Vec<_> = (0..10)
+            .map(|_| c.push(Bytes::from(vec![3u8; 100])))
+            .collect();
+        assert!(pushed.contains(&Pushed::Overflow), "{pushed:?}");
+        c.detach();
+        let mut pending = VecDeque::new();
+        c.give_up(&mut pending);
+        assert_eq!(pending.len(), 1);
+        assert_eq!(&pending[0][..], &[2u8; 50][..], "the rest of frame 2");
+        // Nothing is partly written any more: a second give-up keeps nothing.
+        *socket.room.lock() = 1000;
+        assert_eq!(c.write_pending(&mut pending, &*socket).unwrap(), 50);
+        c.give_up(&mut pending);
+        assert!(pending.is_empty());
+    }
+
+    // issue #12 item 8: the session holds the partly written frame; the queue behind it
+    // is dropped whole.
+    #[test]
+    fn the_session_keeps_only_its_partly_written_front_frame() {
+        let c = client();
+        let socket = Socket {
+            room: Mutex::new(30),
+            got: Mutex::default(),
+        };
+        c.push(Bytes::from(vec![1u8; 100]));
+        c.push(Bytes::from(vec![2u8; 100]));
+        let mut pending = VecDeque::new();
+        let (written, close) = c.write_step(&mut pending, &socket).unwrap();
+        assert_eq!((written, close), (30, None));
+        assert_eq!(pending.len(), 2);
+        c.push(Bytes::from(vec![3u8; 100]));
+        c.give_up(&mut pending);
+        assert_eq!(pending.len(), 1);
+        assert_eq!(&pending[0][..], &[1u8; 70][..]);
+    }
+
+    #[test]
+    fn whole_frames_only_are_all_given_up() {
+        let c = client();
+        c.push(Bytes::from(vec![1u8; 100]));
+        let mut pending = VecDeque::new();
+        c.give_up(&mut pending);
+        assert!(pending.is_empty());
     }
 }

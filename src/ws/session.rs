@@ -11,13 +11,13 @@ use std::time::Duration;
 use crate::limits::{Bucket, Permit};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
 
 use super::close::CloseReason;
 use super::commands::{self, JsonState};
 use super::frame::{self, Decoder, Incoming};
 use super::transport::Transport;
 use crate::http::AppState;
-use crate::hub::client::write_frames;
 use crate::hub::{Client, Kind, Mode, Payload};
 use crate::protocol::json;
 use serde_json::Value;
@@ -295,11 +295,10 @@ impl<T: Transport> Session<T> {
         None
     }
 
-    /// Writes everything pending, waiting for the socket, for at most `CLOSE_WAIT`.
-    async fn flush(&mut self) -> bool {
-        let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+    /// Writes everything pending, waiting for the socket until `deadline`.
+    async fn flush(&mut self, deadline: Instant) -> bool {
         loop {
-            match write_frames(&*self.stream, &mut self.pending) {
+            match self.client.write_pending(&mut self.pending, &*self.stream) {
                 Ok(n) => self.count_out(n),
                 Err(_) => return false,
             }
@@ -327,19 +326,23 @@ impl<T: Transport> Session<T> {
                 // What is queued goes first (a flush may have left half a frame there).
                 self.client.drain(&mut self.pending);
                 self.pending.push_back(reply);
-                self.flush().await;
+                self.flush(Instant::now() + CLOSE_WAIT).await;
             }
             End::Close(mut reason) => {
                 if self.client.mode == Mode::Pusher && reason == CloseReason::GoingAway {
                     reason = CloseReason::PusherGoingAway;
                 }
-                if reason == CloseReason::SlowConsumer {
-                    // The client is not reading: what is queued is given up, not waited for.
-                    self.pending.clear();
+                // How long the client has to take the close frame (and answer it).
+                let wait = if reason == CloseReason::SlowConsumer {
+                    // The client is not reading: what is queued is given up, not waited
+                    // for, except the rest of a frame already partly written (issue #12).
+                    self.client.give_up(&mut self.pending);
+                    Duration::from_secs(self.app.config.slow_close_grace)
                 } else {
                     // Flush what was queued before the close (e.g. the error replies).
                     self.client.drain(&mut self.pending);
-                }
+                    CLOSE_WAIT
+                };
                 let code = reason.code().expect("only Abort has no code");
                 if self.client.mode == Mode::Pusher && code >= 4000 {
                     // Pusher clients learn why from a `pusher:error` before the close frame.
@@ -347,7 +350,8 @@ impl<T: Transport> Session<T> {
                         .push_back(crate::pusher::protocol::error_frame(code, reason.text()));
                 }
                 self.pending.push_back(frame::close(code, reason.text()));
-                if !self.flush().await {
+                let mut deadline = Instant::now() + wait;
+                if !self.flush(deadline).await {
                     return;
                 }
                 if reason.fails_connection() {
@@ -356,14 +360,19 @@ impl<T: Transport> Session<T> {
                         let _ = stream.shutdown().await;
                     }
                 }
-                self.await_close().await;
+                // A slow consumer's grace covers both; other closes wait afresh.
+                if reason != CloseReason::SlowConsumer {
+                    deadline = Instant::now() + CLOSE_WAIT;
+                }
+                self.await_close(deadline).await;
             }
         }
     }
 
-    /// After our close frame: discard input until the client's close frame or EOF.
-    async fn await_close(&mut self) {
-        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+    /// After our close frame: discard input until the client's close frame, EOF or
+    /// `deadline`.
+    async fn await_close(&mut self, deadline: Instant) {
+        let _ = tokio::time::timeout_at(deadline, async {
             loop {
                 if self.stream.readable().await.is_err() {
                     return;
