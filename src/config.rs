@@ -59,7 +59,8 @@ pub struct Config {
     #[arg(long, env = "WSPUSH_LISTEN", default_value = "127.0.0.1:8083")]
     pub listen: SocketAddr,
     /// API key required by the HTTP API (`Authorization: apikey KEY`); without one the
-    /// API answers loopback peers only.
+    /// API answers only local requests: a loopback client, a loopback Host (or one of
+    /// `server_names`), no forwarding headers from an untrusted peer.
     #[arg(long, env = "WSPUSH_API_KEY")]
     pub api_key: Option<String>,
     /// What to do with messages raw clients send: none | echo | publish:CHANNEL | webhook:URL.
@@ -122,8 +123,8 @@ pub struct Config {
     /// Requests without an Origin header (non-browser clients) are always allowed.
     #[arg(long, env = "WSPUSH_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
-    /// Most WebSocket connections from one IP address (0 = no limit; behind a proxy every
-    /// client has the proxy's address).
+    /// Most WebSocket connections from one IP address, IPv6 counted per /64 (0 = no
+    /// limit; behind a proxy list it in `trusted_proxies`, or every client counts as it).
     #[arg(long, env = "WSPUSH_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub max_connections_per_ip: usize,
     /// Publishes per second one JSON-mode client may make (token bucket refill rate).
@@ -181,6 +182,21 @@ pub struct Config {
     /// TCP connection is dropped (0: drop at once after one write attempt).
     #[arg(long, env = "WSPUSH_SLOW_CLOSE_GRACE", default_value_t = 5)]
     pub slow_close_grace: u64,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` / `X-Real-IP` are believed
+    /// (comma-separated CIDR blocks or addresses, e.g. `127.0.0.1,10.0.0.0/8`): behind them
+    /// the client address (logs, per-IP limits, the API's local-only rule) is the rightmost
+    /// untrusted hop.
+    #[arg(long, env = "WSPUSH_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+    /// Host names this server is reached by, besides `localhost`, `*.localhost` and IP
+    /// addresses (comma-separated; `*.example.com` for subdomains). A WebSocket from a page
+    /// under such a name counts as same-origin, and without an API key the API answers
+    /// loopback requests that name it. Any other name could be a DNS-rebinding page.
+    #[arg(long, env = "WSPUSH_SERVER_NAMES", value_delimiter = ',')]
+    pub server_names: Vec<String>,
+    /// Seconds an HTTP API client has to send its whole request body (slower: 408).
+    #[arg(long, env = "WSPUSH_BODY_TIMEOUT", default_value_t = 10)]
+    pub body_timeout: u64,
 }
 
 impl Config {
@@ -323,6 +339,21 @@ impl Config {
         if self.slow_close_grace > 600 {
             return bad("slow-close-grace", "must be at most 600 seconds");
         }
+        if let Err(e) = crate::net::Proxies::parse(&self.trusted_proxies) {
+            return bad("trusted-proxies", &e);
+        }
+        if let Some(n) = self.server_names.iter().find(|n| {
+            let n = n.trim();
+            n.is_empty() || n.contains([':', '/', ' ']) || n.parse::<std::net::IpAddr>().is_ok()
+        }) {
+            return bad(
+                "server-names",
+                &format!("{n:?} is not a host name (no scheme, port or IP address)"),
+            );
+        }
+        if self.body_timeout == 0 {
+            return bad("body-timeout", "must be at least 1 second");
+        }
         Ok(())
     }
 
@@ -346,6 +377,11 @@ impl Config {
     /// Handshake timeout as a duration.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout)
+    }
+
+    /// Body timeout as a duration.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout)
     }
 }
 

@@ -22,6 +22,7 @@
 //! - [`limits`]: connection permits (total and per IP).
 //! - [`metrics`]: `/metrics` exposition from the hub's atomic counters.
 //! - [`namespace`]: per-prefix channel settings (history, presence, anonymous access).
+//! - [`net`]: the client address behind trusted proxies, CIDR blocks, what a Host names.
 //! - [`shutdown`]: signals and the task tracker.
 //! - [`tls`]: the rustls acceptor for https:// and wss://.
 //! - [`client`], [`publish`]: the `wspush client` and `wspush publish` commands.
@@ -44,6 +45,7 @@ pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod namespace;
+pub mod net;
 pub mod protocol;
 pub mod publish;
 pub mod pusher;

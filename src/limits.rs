@@ -1,8 +1,10 @@
 //! Connection limits: a permit per WebSocket connection (total and per IP), released
 //! when the session ends; and `Bucket`, the token bucket of every per-connection rate.
+//! "Per IP" is per IPv4 address and per IPv6 /64 (one host usually holds a whole /64),
+//! IPv4-mapped IPv6 counting as IPv4.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use std::time::Instant;
@@ -86,8 +88,9 @@ impl Limits {
         }
     }
 
-    /// Takes a slot for a connection from `ip`.
+    /// Takes a slot for a connection from `ip` (counted under [`ip_key`]).
     pub fn admit(&self, ip: IpAddr) -> Result<Permit, Refused> {
+        let ip = ip_key(ip);
         let total = self
             .total
             .clone()
@@ -109,6 +112,15 @@ impl Limits {
             _total: total,
             ip: Some(Box::new((ip, self.by_ip.clone()))),
         })
+    }
+}
+
+/// The address a connection counts under: an IPv4 address as it is, an IPv6 address's
+/// /64 network (IPv4-mapped ones as IPv4).
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
     }
 }
 
@@ -155,5 +167,28 @@ mod tests {
         assert_eq!(limits.admit(b).unwrap_err(), Refused::Total);
         drop(p1);
         assert!(limits.admit(a).is_ok());
+    }
+
+    // issue #12 item 10: one host holds a whole IPv6 /64; count it once.
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+        let limits = Limits::new(100, 1);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let _a = limits.admit(ip("2001:db8:1:2::1")).unwrap();
+        assert_eq!(
+            limits
+                .admit(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"))
+                .unwrap_err(),
+            Refused::PerIp
+        );
+        let _b = limits.admit(ip("2001:db8:1:3::1")).unwrap();
+        let _c = limits.admit(ip("10.0.0.1")).unwrap();
+        assert_eq!(
+            limits.admit(ip("::ffff:10.0.0.1")).unwrap_err(),
+            Refused::PerIp
+        );
+        assert_eq!(ip_key(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
+        assert_eq!(ip_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+        assert_eq!(limits.by_ip.lock().len(), 3);
     }
 }

@@ -20,6 +20,7 @@ use crate::http::{self, AppState};
 use crate::hub::{Hub, QueueLimits, Registry};
 use crate::limits::Limits;
 use crate::namespace::Namespaces;
+use crate::net::Proxies;
 use crate::shutdown::Shutdown;
 use crate::upstream::Upstream;
 use crate::ws::close::CloseReason;
@@ -81,6 +82,11 @@ pub async fn run(
     } else {
         console
     };
+    let pusher = Arc::new(crate::pusher::Pusher::new(&config, hub.clone()));
+    let proxies = Arc::new(
+        Proxies::parse(&config.trusted_proxies)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+    );
     let state = AppState::new(crate::http::Shared {
         hub: hub.clone(),
         upstream: Arc::new(Upstream::new(config.upstream.clone(), hub.clone(), console)),
@@ -93,7 +99,7 @@ pub async fn run(
         verifier: Verifier::from_config(&config)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
             .map(Arc::new),
-        pusher: Arc::new(crate::pusher::Pusher::new(&config, hub.clone())),
+        pusher: pusher.clone(),
     });
     let router = http::router(state);
 
@@ -141,9 +147,14 @@ pub async fn run(
             },
         };
         let _ = stream.set_nodelay(true);
+        // Every request knows where it comes from: `ConnectInfo` is the client (behind a
+        // trusted proxy, the address it forwards for), `Remote` has the details.
+        let proxies = proxies.clone();
         let service = router.clone().map_request(
             move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
+                let remote = proxies.remote(peer, req.headers());
+                req.extensions_mut().insert(ConnectInfo(remote.addr));
+                req.extensions_mut().insert(remote);
                 req
             },
         );
@@ -174,10 +185,21 @@ pub async fn run(
     registry.flush_all();
     registry.close_all(CloseReason::GoingAway);
     let grace = Duration::from_secs(config.shutdown_grace);
+    let deadline = tokio::time::Instant::now() + grace;
     if stop.drain(grace).await {
         tracing::info!("all connections closed");
     } else {
         tracing::warn!(?grace, "grace period over; dropping remaining connections");
+    }
+    // Webhooks still waiting (batches, retries, the events of the closes above) go out
+    // in what is left of the grace, and at least a second of it.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if !pusher
+        .webhooks
+        .drain(left.max(grace.min(Duration::from_secs(1))))
+        .await
+    {
+        tracing::warn!("webhooks not delivered before the grace period ended were dropped");
     }
     Ok(())
 }

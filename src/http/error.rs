@@ -19,9 +19,10 @@ pub enum ApiError {
     /// 401: missing or wrong API key.
     #[error("missing or invalid API key (Authorization: apikey KEY)")]
     Unauthorized,
-    /// 403: no API key configured and the caller is not on loopback.
-    #[error("the API answers only loopback clients unless an API key is configured")]
-    Forbidden,
+    /// 403: no API key configured and the request is not local (its client, its Host or
+    /// its forwarding headers); the message says which and how to allow it.
+    #[error("{0}")]
+    Forbidden(String),
     /// 401: a client token was refused.
     #[error("{0}")]
     InvalidToken(String),
@@ -45,6 +46,9 @@ pub enum ApiError {
         /// The channel's offset now.
         offset: u64,
     },
+    /// 408: the request body did not arrive in time (`body_timeout`).
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
     /// 413: body too large.
     #[error("request body too large")]
     TooLarge,
@@ -73,13 +77,14 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Denied(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::TooManyFromIp => (StatusCode::TOO_MANY_REQUESTS, "too_many_connections"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::HistoryGone { .. } => (StatusCode::GONE, "history_gone"),
+            ApiError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::OverLimit(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),

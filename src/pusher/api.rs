@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
-use axum::http::Method;
+use axum::http::{header, Method};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -22,8 +22,10 @@ struct Signed {
     body: bytes::Bytes,
 }
 
-/// Reads the body and checks the signature; the app is `app_id`'s, or `auth_key`'s when
-/// the path has no app id.
+/// Checks the signature, then reads the body (see [`crate::http::read_body`]: bounded in
+/// size and time) and checks its `body_md5`; the app is `app_id`'s, or `auth_key`'s when
+/// the path has no app id. An unknown app, a wrong key or signature, or a body announced
+/// too large is refused before a byte of the body is read.
 async fn verified(app: &AppState, app_id: Option<&str>, req: Request) -> Result<Signed, ApiError> {
     let (parts, body) = req.into_parts();
     let query = auth::parse_query(parts.uri.query().unwrap_or(""));
@@ -42,19 +44,24 @@ async fn verified(app: &AppState, app_id: Option<&str>, req: Request) -> Result<
     if !tenant.app.enabled {
         return Err(ApiError::Denied("app disabled".into()));
     }
-    let body = axum::body::to_bytes(body, app.config.max_body_size)
-        .await
-        .map_err(|_| ApiError::TooLarge)?;
-    auth::verify_request(
+    let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
+        || parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|n| n.as_bytes() != b"0");
+    auth::verify_signature(
         &tenant.app.key,
         &tenant.app.secret,
         parts.method.as_str(),
         parts.uri.path(),
         &query,
-        &body,
+        has_body,
         crate::auth::unix_now(),
     )
     .map_err(|e| ApiError::BadSignature(e.to_string()))?;
+    let (max, timeout) = (app.config.max_body_size, app.config.body_timeout());
+    let body = crate::http::read_body(&parts.headers, body, max, timeout).await?;
+    auth::verify_body(&query, &body).map_err(|e| ApiError::BadSignature(e.to_string()))?;
     Ok(Signed {
         tenant,
         query,

@@ -73,7 +73,10 @@ pub async fn upgrade(
                 .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
         {
             stats.rejected_connections.fetch_add(1, Relaxed);
-            return Err(ApiError::Denied("origin not allowed".into()));
+            return Err(ApiError::Denied(format!(
+                "origin {origin} is not allowed: add it to allowed_origins of app {}",
+                t.app.id
+            )));
         }
     }
     let on_upgrade = req

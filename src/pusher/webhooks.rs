@@ -1,16 +1,20 @@
 //! Webhooks: events go into a bounded queue (never blocking the caller; a full queue
 //! drops and counts), a worker batches them per endpoint and POSTs
 //! `{"time_ms":..,"events":[..]}` signed with `X-Pusher-Key` and `X-Pusher-Signature`
-//! (hex HMAC-SHA256 of the body with the app secret), retrying with backoff.
+//! (hex HMAC-SHA256 of the body with the app secret), retrying with backoff. At shutdown
+//! everything pending is sent at once, within the shutdown grace.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::apps::Tenant;
 use super::auth;
@@ -35,6 +39,9 @@ pub struct Webhooks {
     tx: Option<mpsc::Sender<Job>>,
     /// Events dropped because the queue was full.
     pub dropped: AtomicU64,
+    /// Tells the worker to send everything now and finish (shutdown).
+    stop: CancellationToken,
+    worker: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Job {
@@ -46,14 +53,18 @@ impl std::fmt::Debug for Job {
 impl Webhooks {
     /// Starts the worker when `enabled` (some app has webhooks).
     pub fn start(enabled: bool) -> Self {
-        let tx = enabled.then(|| {
+        let stop = CancellationToken::new();
+        let (tx, worker) = if enabled {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(worker(rx));
-            tx
-        });
+            (Some(tx), Some(tokio::spawn(worker(rx, stop.clone()))))
+        } else {
+            (None, None)
+        };
         Webhooks {
             tx,
             dropped: AtomicU64::new(0),
+            stop,
+            worker: Mutex::new(worker),
         }
     }
 
@@ -73,6 +84,23 @@ impl Webhooks {
             tracing::warn!(app = %tenant.app.id, "webhook queue full; event dropped");
         }
     }
+
+    /// At shutdown: sends every queued and batched event at once (batch windows are cut
+    /// short) and waits for the requests, retries included, for at most `within`; what is
+    /// still unsent then is dropped. True when everything was delivered or given up.
+    pub async fn drain(&self, within: Duration) -> bool {
+        self.stop.cancel();
+        let Some(mut worker) = self.worker.lock().take() else {
+            return true;
+        };
+        match tokio::time::timeout(within, &mut worker).await {
+            Ok(_) => true,
+            Err(_) => {
+                worker.abort(); // and with it the requests in flight
+                false
+            }
+        }
+    }
 }
 
 /// Events collected for one endpoint.
@@ -83,34 +111,24 @@ struct Batch {
     due: Instant,
 }
 
-async fn worker(mut rx: mpsc::Receiver<Job>) {
+async fn worker(mut rx: mpsc::Receiver<Job>, stop: CancellationToken) {
     let client = reqwest::Client::builder()
         .timeout(TIMEOUT)
         .build()
         .unwrap_or_default();
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    // Requests in flight; dropping the set (the worker aborted) aborts them.
+    let mut sending = JoinSet::new();
     let mut batches: HashMap<(String, String), Batch> = HashMap::new();
     loop {
         let next_due = batches.values().map(|b| b.due).min();
-        let job = tokio::select! {
+        tokio::select! {
             job = rx.recv() => match job {
-                Some(job) => Some(job),
-                None => return,
+                Some(job) => collect(&mut batches, job),
+                None => break,
             },
-            _ = sleep_until(next_due) => None,
-        };
-        if let Some(Job { tenant, event }) = job {
-            let name = event["name"].as_str().unwrap_or_default().to_string();
-            for hook in tenant.app.webhooks.iter().filter(|w| w.wants(&name)) {
-                let key = (tenant.app.id.clone(), hook.url.clone());
-                let batch = batches.entry(key).or_insert_with(|| Batch {
-                    tenant: tenant.clone(),
-                    url: hook.url.clone(),
-                    events: Vec::new(),
-                    due: Instant::now() + Duration::from_millis(hook.batch_ms),
-                });
-                batch.events.push(event.clone());
-            }
+            _ = sleep_until(next_due) => {}
+            Some(_) = sending.join_next(), if !sending.is_empty() => {}
+            _ = stop.cancelled() => break,
         }
         let now = Instant::now();
         let due: Vec<_> = batches
@@ -120,16 +138,42 @@ async fn worker(mut rx: mpsc::Receiver<Job>) {
             .collect();
         for key in due {
             let batch = batches.remove(&key).expect("listed above");
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let client = client.clone();
-            tokio::spawn(async move {
-                send(&client, &batch).await;
-                drop(permit);
-            });
+            dispatch(&mut sending, &client, batch).await;
         }
     }
+    // Shutdown: what is queued joins its batch, and every batch goes now.
+    rx.close();
+    while let Ok(job) = rx.try_recv() {
+        collect(&mut batches, job);
+    }
+    for (_, batch) in batches.drain() {
+        dispatch(&mut sending, &client, batch).await;
+    }
+    while sending.join_next().await.is_some() {}
+}
+
+/// Adds an event to the batch of each of its app's webhooks that wants it.
+fn collect(batches: &mut HashMap<(String, String), Batch>, Job { tenant, event }: Job) {
+    let name = event["name"].as_str().unwrap_or_default().to_string();
+    for hook in tenant.app.webhooks.iter().filter(|w| w.wants(&name)) {
+        let key = (tenant.app.id.clone(), hook.url.clone());
+        let batch = batches.entry(key).or_insert_with(|| Batch {
+            tenant: tenant.clone(),
+            url: hook.url.clone(),
+            events: Vec::new(),
+            due: Instant::now() + Duration::from_millis(hook.batch_ms),
+        });
+        batch.events.push(event.clone());
+    }
+}
+
+/// Starts sending a batch, once fewer than `IN_FLIGHT` requests are under way.
+async fn dispatch(sending: &mut JoinSet<()>, client: &reqwest::Client, batch: Batch) {
+    while sending.len() >= IN_FLIGHT {
+        sending.join_next().await;
+    }
+    let client = client.clone();
+    sending.spawn(async move { send(&client, &batch).await });
 }
 
 async fn sleep_until(due: Option<Instant>) {

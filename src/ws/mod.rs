@@ -115,20 +115,51 @@ pub fn accept_key(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(tungstenite::handshake::derive_accept_key(key.as_bytes()))
 }
 
-/// Browser handshakes must come from an allowed origin: listed ones, `*` for any, or by
-/// default the same origin as the Host header. No Origin header (non-browser) passes.
-fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
-        return true;
+/// Browser handshakes must come from an allowed origin: listed ones (`*` for any), or by
+/// default the same origin as the Host header when that Host cannot be a DNS-rebinding
+/// name: `localhost`, `*.localhost`, an IP address or one of `server_names` (a page on
+/// `rebind.example`, whose name now resolves to 127.0.0.1, is same-origin with a Host of
+/// `rebind.example`). No Origin header (non-browser) passes. A refusal says how to allow it.
+fn origin_allowed(headers: &HeaderMap, config: &crate::config::Config) -> Result<(), String> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
     };
-    if allowed.is_empty() {
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-        return host.is_some() && origin_host == host;
+    let origin = origin.to_str().unwrap_or("?");
+    let allowed = &config.allowed_origins;
+    if !allowed.is_empty() {
+        if allowed
+            .iter()
+            .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+        {
+            return Ok(());
+        }
+        return Err(format!(
+            "origin {origin} is not allowed: add it to --allowed-origins"
+        ));
     }
-    allowed
-        .iter()
-        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    if host.is_empty() || !origin_host.is_some_and(|o| o.eq_ignore_ascii_case(host)) {
+        return Err(format!(
+            "origin {origin} is not allowed: only pages of this server's own origin may \
+             connect unless --allowed-origins lists it (--allowed-origins {origin})"
+        ));
+    }
+    let name = crate::net::host_name(host);
+    if crate::net::is_loopback_name(&name)
+        || crate::net::is_ip_literal(&name)
+        || crate::net::is_server_name(&name, &config.server_names)
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "origin {origin} is not allowed: {name:?} is not localhost, an IP address or a name \
+         in --server-names, and a page under a DNS-rebinding name looks same-origin; allow \
+         it with --server-names {name} or --allowed-origins {origin}"
+    ))
 }
 
 /// `GET /ws`: validates the handshake, registers the client and its channels (so it
@@ -154,9 +185,9 @@ pub async fn upgrade(
         app.config.max_channels_per_connection,
     )?;
     let stats = &app.hub.registry().stats;
-    if !origin_allowed(headers, &app.config.allowed_origins) {
+    if let Err(why) = origin_allowed(headers, &app.config) {
         stats.rejected_connections.fetch_add(1, Relaxed);
-        return Err(ApiError::Denied("origin not allowed".into()));
+        return Err(ApiError::Denied(why));
     }
     let grant = match (&params.token, &app.verifier) {
         (None, _) => None,
