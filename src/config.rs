@@ -155,6 +155,10 @@ pub struct Config {
     #[arg(skip)]
     #[serde(default)]
     pub namespaces: Vec<Namespace>,
+    /// Seconds a channel keeps its history after its last message when its namespace
+    /// sets no `history_ttl` (its Redis keys expire then too).
+    #[arg(long, env = "WSPUSH_HISTORY_MAX_AGE", default_value_t = 86_400)]
+    pub history_max_age: u64,
 }
 
 impl Config {
@@ -285,6 +289,9 @@ impl Config {
         if matches!(&self.api_key, Some(k) if k.is_empty()) {
             return bad("api-key", "must not be empty");
         }
+        if self.history_max_age == 0 || self.history_max_age > 365 * 86_400 {
+            return bad("history-max-age", "must be between 1 and 31536000 seconds");
+        }
         Ok(())
     }
 
@@ -298,6 +305,12 @@ impl Config {
             .map(|u| u.trim().to_string())
             .filter(|u| !u.is_empty())
             .collect()
+    }
+
+    /// The namespace table, with `history_max_age` for history namespaces without a TTL.
+    pub fn namespaces(&self) -> crate::namespace::Namespaces {
+        crate::namespace::Namespaces::new(self.namespaces.clone())
+            .with_history_max_age(Duration::from_secs(self.history_max_age))
     }
 
     /// Handshake timeout as a duration.
