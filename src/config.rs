@@ -197,6 +197,10 @@ pub struct Config {
     /// Seconds an HTTP API client has to send its whole request body (slower: 408).
     #[arg(long, env = "WSPUSH_BODY_TIMEOUT", default_value_t = 10)]
     pub body_timeout: u64,
+    /// Seconds a channel keeps its history after its last message when its namespace
+    /// sets no `history_ttl` (its Redis keys expire then too).
+    #[arg(long, env = "WSPUSH_HISTORY_MAX_AGE", default_value_t = 86_400)]
+    pub history_max_age: u64,
 }
 
 impl Config {
@@ -354,6 +358,9 @@ impl Config {
         if self.body_timeout == 0 {
             return bad("body-timeout", "must be at least 1 second");
         }
+        if self.history_max_age == 0 || self.history_max_age > 365 * 86_400 {
+            return bad("history-max-age", "must be between 1 and 31536000 seconds");
+        }
         Ok(())
     }
 
@@ -372,6 +379,12 @@ impl Config {
     /// The command budget: refill rate per second and burst.
     pub fn command_budget(&self) -> (f64, f64) {
         (self.command_rate, f64::from(self.command_burst))
+    }
+
+    /// The namespace table, with `history_max_age` for history namespaces without a TTL.
+    pub fn namespaces(&self) -> crate::namespace::Namespaces {
+        crate::namespace::Namespaces::new(self.namespaces.clone())
+            .with_history_max_age(Duration::from_secs(self.history_max_age))
     }
 
     /// Handshake timeout as a duration.

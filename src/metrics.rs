@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry as Prometheus;
 
+use crate::broker::Broker;
 use crate::hub::Registry;
 
 /// The metrics registry of one server.
@@ -28,8 +29,8 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Metrics over `hub`'s counters.
-    pub fn new(hub: Arc<Registry>) -> Self {
+    /// Metrics over `hub`'s counters and what `broker` holds.
+    pub fn new(hub: Arc<Registry>, broker: Arc<dyn Broker>) -> Self {
         let mut prometheus = Prometheus::with_prefix("wspush");
         // 10 µs .. ~5 s
         let latency = Histogram::new(exponential_buckets(0.000_01, 2.5, 15));
@@ -38,7 +39,7 @@ impl Metrics {
             "Time from a publish call until the message is queued for every local subscriber",
             latency.clone(),
         );
-        prometheus.register_collector(Box::new(Counters(hub)));
+        prometheus.register_collector(Box::new(Counters(hub, broker)));
         Metrics {
             prometheus,
             latency,
@@ -59,8 +60,8 @@ impl Metrics {
     }
 }
 
-/// Reads the hub's atomics at scrape time.
-struct Counters(Arc<Registry>);
+/// Reads the hub's atomics (and the broker's channel count) at scrape time.
+struct Counters(Arc<Registry>, Arc<dyn Broker>);
 
 impl std::fmt::Debug for Counters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,6 +118,12 @@ impl Collector for Counters {
             "channels",
             "Channels with local subscribers",
             self.0.channel_count() as u64,
+        )?;
+        gauge(
+            e,
+            "channels_tracked",
+            "Channels whose state (offsets, history, subscriptions) the broker holds on this node",
+            self.1.tracked() as u64,
         )?;
         counter(
             e,

@@ -81,6 +81,17 @@ impl Namespaces {
         }
     }
 
+    /// Gives namespaces that keep history but set no `history_ttl` a TTL of `max`, so no
+    /// channel keeps history (or its offsets) forever.
+    pub fn with_history_max_age(mut self, max: Duration) -> Self {
+        for ns in &mut self.sorted {
+            if ns.keeps_history() && ns.history_ttl.is_none() {
+                ns.history_ttl = Some(max);
+            }
+        }
+        self
+    }
+
     /// The namespace of `channel`: the longest matching prefix.
     pub fn of(&self, channel: &str) -> &Namespace {
         self.sorted

@@ -19,7 +19,6 @@ use crate::console::{self, Console};
 use crate::http::{self, AppState};
 use crate::hub::{Hub, QueueLimits, Registry};
 use crate::limits::Limits;
-use crate::namespace::Namespaces;
 use crate::net::Proxies;
 use crate::shutdown::Shutdown;
 use crate::upstream::Upstream;
@@ -46,7 +45,7 @@ pub async fn run(
         max_frames: config.queue_max_frames,
         max_bytes: config.queue_max_bytes,
     };
-    let namespaces = Arc::new(Namespaces::new(config.namespaces.clone()));
+    let namespaces = Arc::new(config.namespaces());
     let redis_urls = config.redis_urls();
     // One fan-out flusher lane per runtime worker thread.
     let lanes = tokio::runtime::Handle::current().metrics().num_workers();
@@ -111,14 +110,15 @@ pub async fn run(
         })
         .collect();
     let sweeper = {
-        let registry = registry.clone();
+        let hub = hub.clone();
         let (interval, timeout) = (config.ping_interval, config.ping_timeout);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                registry.sweep(interval, timeout);
+                hub.registry().sweep(interval, timeout);
+                hub.broker().sweep().await;
             }
         })
     };

@@ -1,7 +1,10 @@
 //! The in-memory broker: offsets, history and presence in this process; delivery
-//! straight into the local registry.
+//! straight into the local registry. A channel's state lives only while it has a local
+//! subscriber or retained history; freed and used again, it starts a new life under a
+//! new epoch.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,19 +12,27 @@ use futures_util::future::{self, BoxFuture};
 use parking_lot::Mutex;
 
 use super::{
-    check_since, Broker, BrokerError, History, Member, Occupancy, Position, Ready, RoomLeft, Since,
-    SubscribeError,
+    check_since, life_epoch, Broker, BrokerError, History, Member, Occupancy, Position, Ready,
+    RoomLeft, Since, SubscribeError,
 };
 use crate::hub::{fnv, Client, ClientId, Message, Payload, Registry, Sharded};
 use crate::namespace::Namespaces;
 use crate::ws::close::CloseReason;
+
+/// Channels `sweep` looks at per call, at most (plus the rest of the last shard).
+const SWEEP_BUDGET: usize = 20_000;
 
 /// One node, no setup: offsets and history live in this process.
 pub struct Memory {
     registry: Arc<Registry>,
     namespaces: Arc<Namespaces>,
     channels: Sharded<Arc<str>, Chan>,
+    /// This process's epoch; a channel life's epoch is `epoch.LIFE`.
     epoch: Arc<str>,
+    /// The number the next channel life gets.
+    lives: AtomicU64,
+    /// The shard `sweep` starts at next.
+    cursor: AtomicUsize,
     /// Rooms: members in join order.
     rooms: Mutex<HashMap<Arc<str>, Vec<Member>>>,
     /// The subscriber counts `occupancy_sync` last recorded.
@@ -32,6 +43,8 @@ pub struct Memory {
 struct Chan {
     name: Arc<str>,
     offset: u64,
+    /// Which life of the channel this is (see `Memory::lives`).
+    life: u64,
     history: VecDeque<(Instant, Arc<Message>)>,
 }
 
@@ -86,46 +99,57 @@ impl Memory {
             rooms: Mutex::default(),
             occupancy: Mutex::default(),
             epoch: Arc::from(format!("{:x}", nanos ^ ((std::process::id() as u64) << 32))),
+            lives: AtomicU64::new(1),
+            cursor: AtomicUsize::new(0),
         }
     }
 
-    fn with_chan<T>(&self, channel: &str, f: impl FnOnce(&mut Chan, &Self) -> T) -> T {
-        let mut shard = self.channels.shard(fnv(channel)).lock();
-        if !shard.contains_key(channel) {
-            let name: Arc<str> = Arc::from(channel);
-            shard.insert(
-                name.clone(),
-                Chan {
-                    name,
-                    offset: 0,
-                    history: VecDeque::new(),
-                },
-            );
+    /// A new life of `channel`: offsets from 0 under a new epoch.
+    fn new_chan(&self, channel: &str) -> Chan {
+        Chan {
+            name: Arc::from(channel),
+            offset: 0,
+            life: self.lives.fetch_add(1, Relaxed),
+            history: VecDeque::new(),
         }
-        f(shard.get_mut(channel).expect("inserted above"), self)
     }
 
     fn position(&self, chan: &Chan) -> Position {
         Position {
             offset: chan.offset,
-            epoch: self.epoch.clone(),
+            epoch: life_epoch(&self.epoch, chan.life),
         }
+    }
+
+    /// True when nothing needs the channel's state: no retained history and no local
+    /// subscriber (subscribes take the channel's shard lock, so none slips in).
+    fn idle(&self, chan: &Chan) -> bool {
+        chan.history.is_empty() && self.registry.subscriber_count(&chan.name) == 0
     }
 
     fn publish_now(&self, channel: &str, payload: Payload) -> u64 {
         let ns = self.namespaces.of(channel);
-        self.with_chan(channel, |chan, me| {
-            chan.offset += 1;
-            let msg = Message::new(chan.name.clone(), chan.offset, payload);
-            // Delivering under the channel's lock keeps deliveries in offset order.
-            me.registry.deliver(&msg);
-            if ns.keeps_history() {
-                let now = Instant::now();
-                chan.history.push_back((now, Arc::new(msg)));
-                chan.trim(ns.history_size, ns.history_ttl, now);
-            }
-            chan.offset
-        })
+        let mut shard = self.channels.shard(fnv(channel)).lock();
+        if !shard.contains_key(channel) {
+            let chan = self.new_chan(channel);
+            shard.insert(chan.name.clone(), chan);
+        }
+        let chan = shard.get_mut(channel).expect("inserted above");
+        chan.offset += 1;
+        let msg = Message::new(chan.name.clone(), chan.offset, payload);
+        // Delivering under the channel's lock keeps deliveries in offset order.
+        let heard = self.registry.deliver(&msg);
+        if ns.keeps_history() {
+            let now = Instant::now();
+            chan.history.push_back((now, Arc::new(msg)));
+            chan.trim(ns.history_size, ns.history_ttl, now);
+        }
+        let offset = chan.offset;
+        if !heard && chan.history.is_empty() {
+            // Nobody listens and nothing is kept: the offset is of no use to anyone.
+            shard.remove(channel);
+        }
+        offset
     }
 
     fn subscribe_now(
@@ -139,24 +163,40 @@ impl Memory {
             return Err(SubscribeError::AlreadySubscribed);
         }
         let ns = self.namespaces.of(channel);
-        self.with_chan(channel, |chan, me| {
-            chan.trim(ns.history_size, ns.history_ttl, Instant::now());
-            let position = me.position(chan);
-            // Under the channel's lock no publish can slip between replay and going live.
-            let replay: Vec<Arc<Message>> = match &since {
-                None => Vec::new(),
-                Some(since) => match chan.after(since, &me.epoch) {
-                    Ok(msgs) => msgs.cloned().collect(),
-                    Err(oldest) => return Err(SubscribeError::HistoryGone { oldest, position }),
-                },
-            };
-            ready(&position);
-            for msg in replay {
-                me.registry.push_message(client, &msg);
+        let mut shard = self.channels.shard(fnv(channel)).lock();
+        if !shard.contains_key(channel) {
+            let chan = self.new_chan(channel);
+            shard.insert(chan.name.clone(), chan);
+        }
+        let chan = shard.get_mut(channel).expect("inserted above");
+        chan.trim(ns.history_size, ns.history_ttl, Instant::now());
+        let position = self.position(chan);
+        // Under the channel's lock no publish can slip between replay and going live.
+        let replay: Result<Vec<Arc<Message>>, u64> = match &since {
+            None => Ok(Vec::new()),
+            Some(since) => chan
+                .after(since, &position.epoch)
+                .map(|msgs| msgs.cloned().collect()),
+        };
+        let replay = match replay {
+            Ok(replay) => replay,
+            Err(oldest) => {
+                if self.idle(chan) {
+                    shard.remove(channel);
+                }
+                return Err(SubscribeError::HistoryGone { oldest, position });
             }
-            me.registry.subscribe(client, channel);
-            Ok(position)
-        })
+        };
+        ready(&position);
+        for msg in replay {
+            self.registry.push_message(client, &msg);
+        }
+        self.registry.subscribe(client, channel);
+        if self.idle(chan) {
+            // The registry refused the subscription.
+            shard.remove(channel);
+        }
+        Ok(position)
     }
 
     fn history_now(
@@ -166,24 +206,84 @@ impl Memory {
         limit: usize,
     ) -> Result<History, SubscribeError> {
         let ns = self.namespaces.of(channel);
-        self.with_chan(channel, |chan, me| {
+        let mut shard = self.channels.shard(fnv(channel)).lock();
+        let Some(chan) = shard.get_mut(channel) else {
+            // Unknown: nothing stored, and nothing is created. The epoch is the one the
+            // channel's next life gets (unless another life starts first).
+            let unknown = Chan {
+                name: Arc::from(""),
+                offset: 0,
+                life: self.lives.load(Relaxed),
+                history: VecDeque::new(),
+            };
+            return self.page(&unknown, since, limit);
+        };
+        chan.trim(ns.history_size, ns.history_ttl, Instant::now());
+        let page = self.page(chan, since, limit);
+        if self.idle(chan) {
+            shard.remove(channel);
+        }
+        page
+    }
+
+    /// The stored messages of `chan` after `since`, at most `limit`.
+    fn page(
+        &self,
+        chan: &Chan,
+        since: Option<Since>,
+        limit: usize,
+    ) -> Result<History, SubscribeError> {
+        let position = self.position(chan);
+        let since = since.unwrap_or(Since {
+            offset: chan
+                .history
+                .front()
+                .map_or(chan.offset, |(_, m)| m.offset - 1),
+            epoch: None,
+        });
+        match chan.after(&since, &position.epoch) {
+            Ok(msgs) => Ok(History {
+                messages: msgs.take(limit).cloned().collect(),
+                position,
+            }),
+            Err(oldest) => Err(SubscribeError::HistoryGone { oldest, position }),
+        }
+    }
+
+    /// Frees `channel`'s state if nothing needs it any more.
+    fn release(&self, channel: &str) {
+        let ns = self.namespaces.of(channel);
+        let mut shard = self.channels.shard(fnv(channel)).lock();
+        if let Some(chan) = shard.get_mut(channel) {
             chan.trim(ns.history_size, ns.history_ttl, Instant::now());
-            let position = me.position(chan);
-            let since = since.unwrap_or(Since {
-                offset: chan
-                    .history
-                    .front()
-                    .map_or(chan.offset, |(_, m)| m.offset - 1),
-                epoch: None,
-            });
-            match chan.after(&since, &me.epoch) {
-                Ok(msgs) => Ok(History {
-                    messages: msgs.take(limit).cloned().collect(),
-                    position,
-                }),
-                Err(oldest) => Err(SubscribeError::HistoryGone { oldest, position }),
+            if self.idle(chan) {
+                shard.remove(channel);
             }
-        })
+        }
+    }
+
+    /// Trims the history of a few shards' channels and frees the idle ones.
+    fn sweep_now(&self) {
+        let shards = self.channels.len();
+        let mut seen = 0;
+        for _ in 0..shards {
+            let index = self.cursor.fetch_add(1, Relaxed) % shards;
+            let mut shard = self.channels.shard_at(index).lock();
+            seen += shard.len();
+            let now = Instant::now();
+            shard.retain(|name, chan| {
+                let ns = self.namespaces.of(name);
+                chan.trim(ns.history_size, ns.history_ttl, now);
+                !self.idle(chan)
+            });
+            // Give back the table of a burst of channels that is gone.
+            if shard.capacity() > 64 && shard.capacity() > 4 * shard.len() {
+                shard.shrink_to_fit();
+            }
+            if seen >= SWEEP_BUDGET {
+                break;
+            }
+        }
     }
 }
 
@@ -247,7 +347,8 @@ impl Broker for Memory {
         Box::pin(future::ready(Ok(())))
     }
 
-    fn released<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, ()> {
+    fn released<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, ()> {
+        self.release(channel);
         Box::pin(future::ready(()))
     }
 
@@ -321,5 +422,14 @@ impl Broker for Memory {
 
     fn occupancy(&self) -> BoxFuture<'_, Result<Occupancy, BrokerError>> {
         Box::pin(future::ready(Ok(self.registry.channels())))
+    }
+
+    fn tracked(&self) -> usize {
+        self.channels.shards().map(|s| s.lock().len()).sum()
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, ()> {
+        self.sweep_now();
+        Box::pin(future::ready(()))
     }
 }

@@ -19,10 +19,22 @@ pub use memory::Memory;
 /// `epoch`. On failure returns the oldest recoverable offset.
 pub fn check_since(since: &Since, oldest: u64, current: u64, epoch: &str) -> Result<(), u64> {
     let epoch_ok = since.epoch.as_deref().is_none_or(|e| e == epoch);
-    if !epoch_ok || since.offset > current || since.offset + 1 < oldest {
+    // `since` comes from the client: `u64::MAX` must not wrap (issue #12).
+    let reaches = since
+        .offset
+        .checked_add(1)
+        .is_some_and(|next| next >= oldest);
+    if !epoch_ok || since.offset > current || !reaches {
         return Err(oldest);
     }
     Ok(())
+}
+
+/// The epoch of one life of a channel: `base` (the broker's, new when its data is lost)
+/// and the life's number (a channel whose state was freed starts a new life, so offsets
+/// that start over again never meet a client's `since` from an older life).
+pub fn life_epoch(base: &str, life: u64) -> Arc<str> {
+    Arc::from(format!("{base}.{life}"))
 }
 
 /// Why a broker call failed.
@@ -203,4 +215,14 @@ pub trait Broker: Send + Sync + 'static {
     /// Every channel with subscribers on some node and its cluster-wide subscriber count,
     /// sorted by name.
     fn occupancy(&self) -> BoxFuture<'_, Result<Occupancy, BrokerError>>;
+
+    /// How many channels the broker holds state for on this node (offsets, history,
+    /// subscriptions): channels with local subscribers or retained history only.
+    fn tracked(&self) -> usize;
+
+    /// Frees state that is no longer needed (history past its TTL); called about once a
+    /// second, doing a bounded amount of work each time.
+    fn sweep(&self) -> BoxFuture<'_, ()> {
+        Box::pin(futures_util::future::ready(()))
+    }
 }

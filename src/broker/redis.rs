@@ -3,9 +3,11 @@
 //! script assigns the offset, appends to history and publishes, atomically, so every node
 //! sees the same offsets in the same order. A node holds one Redis subscription per
 //! channel with local subscribers; it delivers each message once, in offset order, and
-//! fills any gap (a lost pub/sub connection) from history. An epoch per Redis server
-//! names the offset generation: Redis restarted empty means a new epoch, never reused
-//! offsets.
+//! fills any gap (a lost pub/sub connection) from history. A channel's offset and epoch
+//! live in one hash that expires with the channel's history (and is not kept at all for
+//! a channel without history nobody listens to); nodes with subscribers keep it alive.
+//! Each life of that hash gets a new epoch (the Redis server's base epoch and a counter),
+//! so offsets that start over are never taken for the old ones.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -27,43 +29,72 @@ use crate::hub::{fnv, Client, ClientId, Event, Kind, Message, Payload, Registry,
 use crate::namespace::Namespaces;
 use crate::ws::close::CloseReason;
 
-/// Assigns the next offset, keeps history, publishes. KEYS: offset, history, epoch.
-/// ARGV: pub/sub channel, kind, data, history size, history ttl (ms, 0 = none), event
-/// metadata (JSON, or empty).
+/// Assigns the next offset, keeps history, publishes. KEYS: position hash (`o` offset,
+/// `e` epoch), history, base epoch, lives counter. ARGV: pub/sub channel, kind, data,
+/// history size, history ttl (ms), event metadata (JSON, or empty), keepalive (ms).
+/// The position hash lives as long as the history, and at least the keepalive while a
+/// node listens; a channel without history that nobody hears keeps nothing.
 const PUBLISH: &str = r#"
-local epoch = redis.call('GET', KEYS[3])
+local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
-  local t = redis.call('TIME')
-  epoch = t[1] .. string.format('%06d', t[2])
-  redis.call('SET', KEYS[3], epoch)
+  local base = redis.call('GET', KEYS[3])
+  if not base then
+    local t = redis.call('TIME')
+    base = t[1] .. string.format('%06d', t[2])
+    redis.call('SET', KEYS[3], base)
+  end
+  epoch = base .. '.' .. redis.call('INCR', KEYS[4])
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch)
 end
-local offset = redis.call('INCR', KEYS[1])
+local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local msg = offset .. ':' .. ARGV[2] .. ':' .. epoch .. ':' .. now .. ':' .. #ARGV[6] .. ':' .. ARGV[6] .. ARGV[3]
 local size = tonumber(ARGV[4])
+local keep = 0
 if size > 0 then
   redis.call('RPUSH', KEYS[2], msg)
   redis.call('LTRIM', KEYS[2], -size, -1)
-  if tonumber(ARGV[5]) > 0 then
-    redis.call('PEXPIRE', KEYS[2], ARGV[5])
-  end
+  keep = tonumber(ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], keep)
 end
-redis.call('PUBLISH', ARGV[1], msg)
+if redis.call('PUBLISH', ARGV[1], msg) > 0 and tonumber(ARGV[7]) > keep then
+  keep = tonumber(ARGV[7])
+end
+if keep == 0 then
+  redis.call('DEL', KEYS[1])
+elseif redis.call('PTTL', KEYS[1]) < keep then
+  redis.call('PEXPIRE', KEYS[1], keep)
+end
 return {offset, epoch}
 "#;
 
 /// Reads a channel's epoch, offset, history length and the stored messages from offset
 /// ARGV[1] on (history offsets are contiguous, so the list index follows from the offset).
-/// KEYS: offset, history, epoch.
+/// KEYS: as `PUBLISH`. ARGV: from, `1` to start the channel's life if it has none (and
+/// keep it at least the keepalive, ARGV[3] ms), `0` to only look: an unknown channel
+/// then reads as offset 0 in the epoch its next life gets (unless another starts first).
 const READ: &str = r#"
-local epoch = redis.call('GET', KEYS[3])
+local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
-  local t = redis.call('TIME')
-  epoch = t[1] .. string.format('%06d', t[2])
-  redis.call('SET', KEYS[3], epoch)
+  local base = redis.call('GET', KEYS[3])
+  if not base then
+    local t = redis.call('TIME')
+    base = t[1] .. string.format('%06d', t[2])
+    redis.call('SET', KEYS[3], base)
+  end
+  if ARGV[2] ~= '1' then
+    return {base .. '.' .. (tonumber(redis.call('GET', KEYS[4]) or '0') + 1), 0, 0, {}}
+  end
+  epoch = base .. '.' .. redis.call('INCR', KEYS[4])
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch)
 end
-local offset = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[2] == '1' and redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+local offset = tonumber(redis.call('HGET', KEYS[1], 'o') or '0')
 local len = redis.call('LLEN', KEYS[2])
 local from = tonumber(ARGV[1])
 local entries = {}
@@ -73,6 +104,19 @@ if len > 0 and from <= offset then
   entries = redis.call('LRANGE', KEYS[2], start, -1)
 end
 return {epoch, offset, len, entries}
+"#;
+
+/// Keeps the position hashes of channels this node listens to alive. KEYS: position
+/// hashes. ARGV: keepalive (ms); an expiry is only ever extended.
+const TOUCH: &str = r#"
+local keep = tonumber(ARGV[1])
+for _, key in ipairs(KEYS) do
+  local ttl = redis.call('PTTL', key)
+  if ttl >= 0 and ttl < keep then
+    redis.call('PEXPIRE', key, keep)
+  end
+end
+return 0
 "#;
 
 /// Records a node's subscriber count of a channel and sums it over live nodes.
@@ -123,6 +167,11 @@ const OCCUPANCY_NODES: &str = "wspush:occupancy:nodes";
 const PRESENCE_TTL_MS: u64 = 30_000;
 /// How often a node refreshes its presence entries and prunes dead ones.
 const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
+/// How long a channel's position outlives its last listening node (refreshed every
+/// `PRESENCE_REFRESH` by the nodes that listen).
+const KEEPALIVE_MS: u64 = 2 * PRESENCE_TTL_MS;
+/// Position hashes refreshed per `TOUCH` call.
+const TOUCH_BATCH: usize = 500;
 /// Bound on any single Redis call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -227,13 +276,19 @@ fn decode_event(raw: &[u8]) -> Option<Arc<Event>> {
     }))
 }
 
-/// Redis keys of a channel (with a hash tag, so Redis Cluster keeps them together).
-fn keys(channel: &str) -> [String; 3] {
+/// Redis keys of a channel (with a hash tag, so Redis Cluster keeps them together), then
+/// the server's base epoch and lives counter.
+fn keys(channel: &str) -> [String; 4] {
     [
-        format!("wspush:{{{channel}}}:offset"),
+        position_key(channel),
         format!("wspush:{{{channel}}}:history"),
         "wspush:epoch".to_string(),
+        "wspush:lives".to_string(),
     ]
+}
+
+fn position_key(channel: &str) -> String {
+    format!("wspush:{{{channel}}}:pos")
 }
 
 fn topic(channel: &str) -> String {
@@ -324,6 +379,7 @@ struct Inner {
     gates: Mutex<HashMap<Arc<str>, Arc<Gate>>>,
     publish: Script,
     read: Script,
+    touch: Script,
     occupancy_sync: Script,
     occupancy_all: Script,
     /// This node's room entries (room → client → entry), rewritten with a new expiry
@@ -383,6 +439,7 @@ impl Redis {
             gates: Mutex::new(HashMap::new()),
             publish: Script::new(PUBLISH),
             read: Script::new(READ),
+            touch: Script::new(TOUCH),
             occupancy_sync: Script::new(OCCUPANCY_SYNC),
             occupancy_all: Script::new(OCCUPANCY_ALL),
             rooms: Mutex::new(HashMap::new()),
@@ -496,7 +553,10 @@ impl Inner {
             if let Some(event) = raw.strip_prefix(b"e:") {
                 self.presence_arrived(channel, event);
             } else if let Some(env) = parse_envelope(raw) {
-                let gate = self.gate(channel);
+                // A message for a channel just given up finds no gate, and makes none.
+                let Some(gate) = self.gates.lock().get(channel).cloned() else {
+                    return;
+                };
                 let mut state = gate.state.lock().await;
                 if gate.subscribed.load(Relaxed) {
                     self.deliver_in_order(channel, &mut state, env).await;
@@ -569,9 +629,9 @@ impl Inner {
         state.epoch = Some(env.epoch.clone());
         match state.last {
             Some(last) if env.offset <= last => return,
-            Some(last) if env.offset > last + 1 => {
+            Some(last) if env.offset > last.saturating_add(1) => {
                 // A gap: fill it from history first.
-                if let Ok(snap) = self.snapshot(channel, last + 1).await {
+                if let Ok(snap) = self.snapshot(channel, last.saturating_add(1), false).await {
                     for missing in snap
                         .history
                         .into_iter()
@@ -594,7 +654,7 @@ impl Inner {
 
     /// Brings local subscribers of `channel` up to the channel's offset from history.
     async fn catch_up(&self, channel: &str, snap: Option<Snapshot>) -> Option<Snapshot> {
-        let gate = self.gate(channel);
+        let gate = self.gates.lock().get(channel).cloned()?;
         let mut state = gate.state.lock().await;
         self.catch_up_locked(channel, &mut state, snap).await
     }
@@ -608,7 +668,11 @@ impl Inner {
         let snap = match snap {
             Some(s) => s,
             None => self
-                .snapshot(channel, state.last.map_or(u64::MAX, |l| l + 1))
+                .snapshot(
+                    channel,
+                    state.last.map_or(u64::MAX, |l| l.saturating_add(1)),
+                    true,
+                )
                 .await
                 .ok()?,
         };
@@ -641,16 +705,25 @@ impl Inner {
         Some(snap)
     }
 
-    /// The channel's position and its stored messages with offsets `>= from`.
-    async fn snapshot(&self, channel: &str, from: u64) -> Result<Snapshot, BrokerError> {
+    /// The channel's position and its stored messages with offsets `>= from`; with
+    /// `start`, a channel without a position starts a life (for a subscription).
+    async fn snapshot(
+        &self,
+        channel: &str,
+        from: u64,
+        start: bool,
+    ) -> Result<Snapshot, BrokerError> {
         let mut conn = self.shard(channel).conn.clone();
-        let [offset_key, history_key, epoch_key] = keys(channel);
+        let [position_key, history_key, base_key, lives_key] = keys(channel);
         let (epoch, offset, len, raw): (String, u64, u64, Vec<Vec<u8>>) = bounded(
             self.read
-                .key(offset_key)
+                .key(position_key)
                 .key(history_key)
-                .key(epoch_key)
+                .key(base_key)
+                .key(lives_key)
                 .arg(from)
+                .arg(if start { "1" } else { "0" })
+                .arg(KEEPALIVE_MS)
                 .invoke_async(&mut conn),
         )
         .await?;
@@ -661,14 +734,10 @@ impl Inner {
                 .is_none_or(|ttl| now.saturating_sub(e.at_ms) <= ttl.as_millis() as u64)
         };
         let all: Vec<Envelope> = raw.iter().filter_map(|r| parse_envelope(r)).collect();
-        let mut oldest = if len > 0 {
-            offset + 1 - len.min(offset)
-        } else {
-            offset + 1
-        };
+        let mut oldest = offset.saturating_add(1) - len.min(offset);
         // Expired entries are gone for recovery too.
         if let Some(last_stale) = all.iter().filter(|e| !fresh(e)).map(|e| e.offset).max() {
-            oldest = oldest.max(last_stale + 1);
+            oldest = oldest.max(last_stale.saturating_add(1));
         }
         Ok(Snapshot {
             epoch: Arc::from(epoch),
@@ -684,19 +753,25 @@ impl Inner {
     async fn publish_now(&self, channel: &str, payload: Payload) -> Result<u64, BrokerError> {
         let ns = self.namespaces.of(channel);
         let mut conn = self.shard(channel).conn.clone();
-        let [offset_key, history_key, epoch_key] = keys(channel);
-        let ttl = ns.history_ttl.map_or(0, |t| t.as_millis() as u64);
+        let [position_key, history_key, base_key, lives_key] = keys(channel);
+        // History is kept for its TTL (the server gives every history namespace one);
+        // a day when a caller's namespaces have none.
+        let ttl = ns
+            .history_ttl
+            .map_or(86_400_000, |t| (t.as_millis() as u64).max(1));
         let (offset, _epoch): (u64, String) = bounded(
             self.publish
-                .key(offset_key)
+                .key(position_key)
                 .key(history_key)
-                .key(epoch_key)
+                .key(base_key)
+                .key(lives_key)
                 .arg(topic(channel))
                 .arg(kind_code(payload.kind))
                 .arg(payload.data.as_ref())
                 .arg(ns.history_size)
                 .arg(ttl)
                 .arg(encode_event(&payload))
+                .arg(KEEPALIVE_MS)
                 .invoke_async(&mut conn),
         )
         .await?;
@@ -743,23 +818,51 @@ impl Inner {
             return Err(SubscribeError::AlreadySubscribed);
         }
         let gate = self.gate(channel);
-        let mut state = gate.state.lock().await;
+        let result = {
+            let mut state = gate.state.lock().await;
+            let result = self
+                .subscribe_locked(client, channel, since, ready, &gate, &mut state)
+                .await;
+            if result.is_err() || self.registry.subscriber_count(channel) == 0 {
+                // A failed subscribe (history gone, Redis trouble, refused by the
+                // registry) leaves no Redis subscription behind when no local client
+                // needs it.
+                self.unsubscribe_idle(channel, &gate).await;
+            }
+            result
+        };
+        if !gate.subscribed.load(Relaxed) {
+            self.forget_gate(channel, gate);
+        }
+        result
+    }
+
+    async fn subscribe_locked(
+        &self,
+        client: &Arc<Client>,
+        channel: &str,
+        since: Option<Since>,
+        ready: Ready<'_>,
+        gate: &Gate,
+        state: &mut GateState,
+    ) -> Result<Position, SubscribeError> {
         let fresh = !gate.subscribed.load(Relaxed);
-        self.ensure_subscribed(channel, &gate).await?;
+        self.ensure_subscribed(channel, gate).await?;
         if fresh {
             // Everything after this read arrives through the subscription.
             state.last = None;
             state.epoch = None;
         }
+        let after = |offset: u64| offset.saturating_add(1);
         let from = match (&since, state.last) {
-            (Some(s), Some(last)) => (s.offset + 1).min(last + 1),
-            (Some(s), None) => s.offset + 1,
-            (None, Some(last)) => last + 1,
+            (Some(s), Some(last)) => after(s.offset).min(after(last)),
+            (Some(s), None) => after(s.offset),
+            (None, Some(last)) => after(last),
             (None, None) => u64::MAX,
         };
-        let snap = self.snapshot(channel, from).await?;
+        let snap = self.snapshot(channel, from, true).await?;
         let snap = self
-            .catch_up_locked(channel, &mut state, Some(snap))
+            .catch_up_locked(channel, state, Some(snap))
             .await
             .expect("a given snapshot is used");
         let position = Position {
@@ -794,14 +897,15 @@ impl Inner {
         since: Option<Since>,
         limit: usize,
     ) -> Result<History, SubscribeError> {
-        let from = since.as_ref().map_or(0, |s| s.offset + 1);
-        let snap = self.snapshot(channel, from).await?;
+        let from = since.as_ref().map_or(0, |s| s.offset.saturating_add(1));
+        // Reading history of an unknown channel creates nothing.
+        let snap = self.snapshot(channel, from, false).await?;
         let position = Position {
             offset: snap.offset,
             epoch: snap.epoch.clone(),
         };
         let since = since.unwrap_or(Since {
-            offset: snap.oldest - 1,
+            offset: snap.oldest.saturating_sub(1),
             epoch: None,
         });
         if let Err(oldest) = check_since(&since, snap.oldest, snap.offset, &snap.epoch) {
@@ -817,26 +921,63 @@ impl Inner {
         Ok(History { messages, position })
     }
 
+    /// Drops this node's Redis subscription to `channel` when no local client is
+    /// subscribed (call with the gate's state locked).
+    async fn unsubscribe_idle(&self, channel: &str, gate: &Gate) {
+        if channel == ALL
+            || self.registry.subscriber_count(channel) > 0
+            || !gate.subscribed.load(Relaxed)
+        {
+            return;
+        }
+        gate.subscribed.store(false, Relaxed);
+        let sink = self.shard(channel).sink.lock().clone();
+        if let Some(mut sink) = sink {
+            let _ = tokio::time::timeout(CALL_TIMEOUT, sink.unsubscribe(topic(channel))).await;
+        }
+    }
+
+    /// Removes an unsubscribed gate from the map unless another task holds it.
+    fn forget_gate(&self, channel: &str, gate: Arc<Gate>) {
+        let mut gates = self.gates.lock();
+        // Only the map and this caller hold it: no subscribe is waiting on it.
+        if Arc::strong_count(&gate) == 2 && !gate.subscribed.load(Relaxed) {
+            gates.remove(channel);
+        }
+    }
+
     async fn released_now(&self, channel: &str) {
         let Some(gate) = self.gates.lock().get(channel).cloned() else {
             return;
         };
         {
             let _state = gate.state.lock().await;
-            if self.registry.subscriber_count(channel) > 0 || !gate.subscribed.load(Relaxed) {
-                return;
-            }
-            gate.subscribed.store(false, Relaxed);
-            let sink = self.shard(channel).sink.lock().clone();
-            if let Some(mut sink) = sink {
-                let _ = tokio::time::timeout(CALL_TIMEOUT, sink.unsubscribe(topic(channel))).await;
+            self.unsubscribe_idle(channel, &gate).await;
+        }
+        self.forget_gate(channel, gate);
+    }
+
+    /// Extends the position hashes of the channels this node listens to (so a channel
+    /// with subscribers never loses its offsets, whatever its history keeps).
+    async fn refresh_positions(&self) -> Result<(), BrokerError> {
+        let mut by_shard: Vec<Vec<String>> = vec![Vec::new(); self.shards.len()];
+        for (name, gate) in self.gates.lock().iter() {
+            if gate.subscribed.load(Relaxed) {
+                by_shard[self.shard_index(name)].push(position_key(name));
             }
         }
-        let mut gates = self.gates.lock();
-        // Only this function and the map hold it: no subscribe is waiting on it.
-        if Arc::strong_count(&gate) == 2 && !gate.subscribed.load(Relaxed) {
-            gates.remove(channel);
+        for (index, keys) in by_shard.iter().enumerate() {
+            for batch in keys.chunks(TOUCH_BATCH) {
+                let mut conn = self.shards[index].conn.clone();
+                let mut call = self.touch.prepare_invoke();
+                for key in batch {
+                    call.key(key);
+                }
+                call.arg(KEEPALIVE_MS);
+                bounded(call.invoke_async::<()>(&mut conn)).await?;
+            }
         }
+        Ok(())
     }
 
     fn presence_arrived(&self, channel: &str, event: &[u8]) {
@@ -881,7 +1022,10 @@ impl Inner {
                 self.registry.node(),
                 now_ms() + PRESENCE_TTL_MS
             );
-            pipe.hset(presence_key(channel), &field, value).ignore();
+            pipe.hset(presence_key(channel), &field, value)
+                .ignore()
+                .pexpire(presence_key(channel), (2 * PRESENCE_TTL_MS) as i64)
+                .ignore();
         } else {
             pipe.hdel(presence_key(channel), &field).ignore();
         }
@@ -942,6 +1086,7 @@ impl Inner {
             }
             let _ = self.refresh_rooms().await;
             let _ = self.refresh_occupancy().await;
+            let _ = self.refresh_positions().await;
         }
     }
 
@@ -1135,6 +1280,8 @@ impl Inner {
             let value = format!("{}:{}:{user}", self.registry.node(), now + PRESENCE_TTL_MS);
             pipe.hset(&key, member.client.0.to_string(), value).ignore();
         }
+        // Entries of nodes that died go with the hash when no node refreshes it.
+        pipe.pexpire(&key, (2 * PRESENCE_TTL_MS) as i64).ignore();
         pipe.query_async::<()>(&mut conn).await?;
         let all: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(&key)
@@ -1319,6 +1466,11 @@ impl Broker for Redis {
 
     fn occupancy(&self) -> BoxFuture<'_, Result<Occupancy, BrokerError>> {
         Box::pin(self.inner.occupancy_now())
+    }
+
+    fn tracked(&self) -> usize {
+        let gates = self.inner.gates.lock();
+        gates.len() - usize::from(gates.contains_key(ALL))
     }
 }
 

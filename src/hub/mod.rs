@@ -41,7 +41,13 @@ impl<K, V> Sharded<K, V> {
     pub(crate) fn shard(&self, hash: u64) -> &Mutex<HashMap<K, V>> {
         &self.0[(hash as usize) % SHARDS]
     }
-    fn shards(&self) -> impl Iterator<Item = &Mutex<HashMap<K, V>>> {
+    pub(crate) fn shard_at(&self, index: usize) -> &Mutex<HashMap<K, V>> {
+        &self.0[index]
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub(crate) fn shards(&self) -> impl Iterator<Item = &Mutex<HashMap<K, V>>> {
         self.0.iter()
     }
 }
@@ -265,8 +271,9 @@ impl Registry {
     }
 
     /// Fans a message out to its channel's local subscribers (or every client for `*`),
-    /// each getting the frame of its wire format, encoded once.
-    pub fn deliver(&self, msg: &Message) {
+    /// each getting the frame of its wire format, encoded once. False when the channel
+    /// has no local subscriber.
+    pub fn deliver(&self, msg: &Message) -> bool {
         if &*msg.channel == ALL {
             for shard in self.clients.shards() {
                 for client in shard.lock().values() {
@@ -276,7 +283,7 @@ impl Registry {
                     }
                 }
             }
-            return;
+            return true;
         }
         let shard = self.channels.shard(fnv(&msg.channel)).lock();
         if let Some(subs) = shard.get(&msg.channel) {
@@ -289,12 +296,14 @@ impl Registry {
                         self.fan_out(client, msg);
                     }
                 }
-                return;
+                return true;
             }
             for client in subs {
                 self.fan_out(client, msg);
             }
+            return true;
         }
+        false
     }
 
     /// The fan-out push: queue the frame, wake the session through the coalescer.
@@ -492,7 +501,7 @@ impl Hub {
         namespaces: Arc<Namespaces>,
     ) -> Self {
         Hub {
-            metrics: Arc::new(Metrics::new(registry.clone())),
+            metrics: Arc::new(Metrics::new(registry.clone(), broker.clone())),
             registry,
             broker,
             namespaces,

@@ -17,9 +17,23 @@ use crate::hub::{ClientId, Payload};
 pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
 
 /// Cached events, by hub channel.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Rooms {
-    cache: Mutex<HashMap<String, (Instant, Payload)>>,
+    cache: Mutex<Cache>,
+    ttl: Duration,
+}
+
+impl Default for Rooms {
+    fn default() -> Self {
+        Rooms::with_ttl(CACHE_TTL)
+    }
+}
+
+/// The cache map and its size after the last sweep.
+#[derive(Debug, Default)]
+struct Cache {
+    events: HashMap<String, (Instant, Payload)>,
+    swept: usize,
 }
 
 /// A presence member of a connection: user id and `user_info` (JSON text).
@@ -73,30 +87,68 @@ pub fn snapshot(members: &[Member]) -> Value {
 }
 
 impl Rooms {
-    /// Remembers the last event of a cache channel.
+    /// Cached events that expire after `ttl`.
+    pub fn with_ttl(ttl: Duration) -> Self {
+        Rooms {
+            cache: Mutex::default(),
+            ttl,
+        }
+    }
+
+    /// Remembers the last event of a cache channel. Expired events of other channels
+    /// are dropped whenever the cache doubled since the last sweep, so it never holds
+    /// more than twice the live ones (amortized O(1) per event).
     pub fn cache(&self, channel: &str, payload: Payload) {
-        self.cache
-            .lock()
+        let mut cache = self.cache.lock();
+        cache
+            .events
             .insert(channel.to_string(), (Instant::now(), payload));
+        if cache.events.len() >= (2 * cache.swept).max(1024) {
+            let ttl = self.ttl;
+            cache.events.retain(|_, (at, _)| at.elapsed() < ttl);
+            cache.events.shrink_to_fit();
+            cache.swept = cache.events.len();
+        }
     }
 
     /// The last event of a cache channel, unless it expired.
     pub fn cached(&self, channel: &str) -> Option<Payload> {
         let mut cache = self.cache.lock();
-        match cache.get(channel) {
-            Some((at, payload)) if at.elapsed() < CACHE_TTL => Some(payload.clone()),
+        match cache.events.get(channel) {
+            Some((at, payload)) if at.elapsed() < self.ttl => Some(payload.clone()),
             Some(_) => {
-                cache.remove(channel);
+                cache.events.remove(channel);
                 None
             }
             None => None,
         }
+    }
+
+    /// How many events are cached (expired ones not swept yet included).
+    pub fn cached_count(&self) -> usize {
+        self.cache.lock().events.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expired_cache_events_are_swept_as_new_ones_come() {
+        // issue #12: the cache map is keyed by channel names; expired ones must go.
+        let rooms = Rooms::with_ttl(Duration::ZERO);
+        for i in 0..100_000 {
+            rooms.cache(&format!("cache-{i}"), Payload::text("x"));
+        }
+        assert!(rooms.cached_count() <= 1024, "{}", rooms.cached_count());
+        let rooms = Rooms::with_ttl(Duration::from_secs(60));
+        for i in 0..3000 {
+            rooms.cache(&format!("cache-{i}"), Payload::text("x"));
+        }
+        assert_eq!(rooms.cached_count(), 3000);
+        assert!(rooms.cached("cache-0").is_some());
+    }
 
     #[test]
     fn snapshots_list_each_user_once_in_join_order() {
