@@ -106,6 +106,12 @@ impl Upstream {
         self.spec == Spec::Echo
     }
 
+    /// True when each message makes work for others (a publish, a webhook call), so it
+    /// is charged to the sender's command budget.
+    pub fn costs_budget(&self) -> bool {
+        matches!(self.spec, Spec::Publish(_) | Spec::Webhook(_))
+    }
+
     /// Shows a client's message on the console and hands it to the handler; a reply for
     /// the client (webhook answers) is returned.
     pub async fn handle(&self, client: ClientId, payload: &Payload) -> Option<Payload> {

@@ -276,3 +276,30 @@ async fn tls_connections_do_not_outlive_their_sessions() {
     .await;
     drop(held);
 }
+
+/// Issue #12 item 7: raw messages republished by `--upstream publish:CHANNEL` (or sent to
+/// a webhook) are work for others: they cost command budget, and a raw client that keeps
+/// overspending is closed with 1008 (raw mode has no error replies).
+#[tokio::test]
+async fn raw_upstream_publishes_cost_budget() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = Binary::serve(&["--no-console", "--quiet", "--upstream", "publish:feed"]).await;
+    let (mut feed, _) = connect(&server.ws("?channels=feed")).await;
+    let (mut flood, _) = connect(&server.ws("")).await;
+    let batch: Vec<_> = (0..1000)
+        .map(|i| Ok(Message::text(format!("m{i}"))))
+        .collect();
+    let _ = within(
+        "the flood",
+        flood.send_all(&mut futures_util::stream::iter(batch)),
+    )
+    .await;
+    assert_eq!(close_code(&mut flood).await, 1008);
+    publish(&server, "feed", "marker").await;
+    let mut got = 0;
+    while next_text(&mut feed).await != "marker" {
+        got += 1;
+    }
+    assert!((200..=260).contains(&got), "{got} republished");
+}

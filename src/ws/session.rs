@@ -247,6 +247,20 @@ impl<T: Transport> Session<T> {
                 self.client.push_own(payload.raw_frame());
                 continue;
             }
+            // Republishing and webhooks are work for others: they cost command budget,
+            // and a raw client (which has no error replies) that overspends is closed.
+            let (rate, burst) = self.app.config.command_budget();
+            if upstream.costs_budget()
+                && !Bucket::take_from(&mut self.json.budget, 1.0, rate, burst)
+            {
+                self.app
+                    .hub
+                    .registry()
+                    .stats
+                    .rate_limited
+                    .fetch_add(1, Relaxed);
+                return Some(End::Close(CloseReason::Policy));
+            }
             if let Some(reply) = Box::pin(upstream.handle(self.client.id, &payload)).await {
                 self.client.push_own(reply.raw_frame());
             }
