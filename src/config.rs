@@ -201,6 +201,12 @@ pub struct Config {
     /// sets no `history_ttl` (its Redis keys expire then too).
     #[arg(long, env = "WSPUSH_HISTORY_MAX_AGE", default_value_t = 86_400)]
     pub history_max_age: u64,
+    /// Largest JSON-mode command or Pusher client message, in bytes, checked before it is
+    /// parsed (larger: error `too_large`, or `pusher:error` 4301). Default: the larger of
+    /// `max_publish_size` and the Pusher apps' `max_payload_size`, plus 4096.
+    #[arg(long, env = "WSPUSH_MAX_COMMAND_SIZE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_command_size: Option<usize>,
 }
 
 impl Config {
@@ -361,7 +367,24 @@ impl Config {
         if self.history_max_age == 0 || self.history_max_age > 365 * 86_400 {
             return bad("history-max-age", "must be between 1 and 31536000 seconds");
         }
+        if self.max_command_size.is_some_and(|n| n < 256) {
+            return bad("max-command-size", "must be at least 256");
+        }
         Ok(())
+    }
+
+    /// The largest JSON-mode command or Pusher client message (`max_command_size`, or
+    /// room for the largest data a client may send plus 4 KiB for the rest).
+    pub fn command_size_limit(&self) -> usize {
+        self.max_command_size.unwrap_or_else(|| {
+            let flag_apps = (!self.pusher_app.is_empty())
+                .then(|| crate::pusher::AppLimits::default().max_payload_size);
+            let apps = self.apps.iter().map(|a| a.limits.max_payload_size);
+            let data = apps
+                .chain(flag_apps)
+                .fold(self.max_publish_size, usize::max);
+            data.saturating_add(4096)
+        })
     }
 
     /// The Redis URLs of `broker` (empty for the in-memory broker).

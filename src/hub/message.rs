@@ -98,6 +98,23 @@ impl Payload {
         }
     }
 
+    /// A payload from JSON text already in compact form (see
+    /// [`crate::protocol::compact::compact`]): a JSON string becomes text, anything else
+    /// is kept as serialized JSON, so the bytes are those [`Payload::from_json`] gives for
+    /// the same value, without a tree.
+    pub fn from_raw_json(raw: Box<serde_json::value::RawValue>) -> Self {
+        if raw.get().starts_with('"') {
+            if let Ok(s) = serde_json::from_str::<String>(raw.get()) {
+                return Payload::text(s);
+            }
+        }
+        Payload {
+            kind: Kind::Json,
+            data: Bytes::from(String::from(Box::<str>::from(raw))),
+            event: None,
+        }
+    }
+
     /// The data as a JSON value (text as a string, binary as base64).
     pub fn to_json(&self) -> serde_json::Value {
         match self.kind {

@@ -371,7 +371,7 @@ pub(super) async fn client_event(
     tenant: &Arc<Tenant>,
     name: &str,
     channel: Option<String>,
-    data: Value,
+    payload: Payload,
 ) {
     let registry = pusher.hub.registry();
     let refuse = |code: Option<u16>, msg: &str| {
@@ -401,7 +401,6 @@ pub(super) async fn client_event(
     if name.len() > app.limits.max_event_name_length {
         return refuse(None, "event name too long");
     }
-    let payload = Payload::from_json(&data);
     if payload.data.len() > app.limits.max_payload_size {
         return refuse(None, "event data too large");
     }
@@ -427,13 +426,11 @@ pub(super) async fn client_event(
         exclude: Some(client.id),
         user_id: user_id.clone(),
     };
+    let data = payload.data.clone();
     if let Err(e) = pusher.publish(tenant, &channel, event, payload).await {
         return refuse(None, &format!("not delivered: {e}"));
     }
-    let data = match data {
-        Value::String(s) => s,
-        other => other.to_string(),
-    };
+    let data = String::from_utf8_lossy(&data);
     let mut hook = json!({
         "name": "client_event",
         "channel": channel,

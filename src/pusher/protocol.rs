@@ -15,6 +15,7 @@ use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
@@ -22,6 +23,7 @@ use super::{channels, frame, socket_id, Pusher, Tenant};
 use crate::http::{ApiError, AppState};
 use crate::hub::{Client, Kind as DataKind, Mode, Payload};
 use crate::limits::Bucket;
+use crate::protocol::compact;
 use crate::ws::close::CloseReason;
 use crate::ws::frame as wsframe;
 
@@ -165,31 +167,53 @@ async fn refuse(on_upgrade: OnUpgrade, reason: CloseReason) {
     let _ = io.shutdown().await;
 }
 
-/// A client message: `{"event":..,"channel":..,"data":..}`.
+/// A client message: `{"event":..,"channel":..,"data":..}`, with `data` left as raw
+/// JSON (never a `Value` tree: issue #12 item 9).
 #[derive(Debug, Deserialize)]
-struct ClientMessage {
-    event: String,
+pub struct ClientMessage<'a> {
+    /// The event name.
+    pub event: String,
+    /// The channel (client events).
     #[serde(default)]
-    channel: Option<String>,
-    #[serde(default)]
-    data: Value,
+    pub channel: Option<String>,
+    /// The data as sent (`None` when absent or `null`).
+    #[serde(default, borrow)]
+    pub data: Option<&'a RawValue>,
 }
 
-/// `data` given as an object or as a JSON string holding one.
-fn object(data: Value) -> Value {
-    match data {
-        Value::String(s) => serde_json::from_str(&s).unwrap_or(Value::Null),
-        other => other,
-    }
+/// Parses one client frame. Fields other than these three are skipped, not kept.
+pub fn parse(text: &[u8]) -> Result<ClientMessage<'_>, serde_json::Error> {
+    serde_json::from_slice(text)
 }
 
-/// The channel named in a subscribe/unsubscribe's `data` (an object or a JSON string).
-fn object_channel(data: &Value) -> Option<String> {
-    match data {
-        Value::String(s) => serde_json::from_str::<Value>(s).ok()?["channel"]
-            .as_str()
-            .map(str::to_string),
-        other => other["channel"].as_str().map(str::to_string),
+/// The fields of `data` that subscribe, unsubscribe and sign-in read (`channel`, `auth`,
+/// `channel_data`, `user_data`; only strings), as an object; `data` may be an object or a
+/// JSON string holding one. Anything else is `Null`.
+pub fn event_data(data: Option<&RawValue>) -> Value {
+    const NAMES: [&str; 4] = ["channel", "auth", "channel_data", "user_data"];
+    let Some(raw) = data else {
+        return Value::Null;
+    };
+    let inner;
+    let text = if raw.get().starts_with('"') {
+        match serde_json::from_str::<String>(raw.get()) {
+            Ok(s) => {
+                inner = s;
+                inner.as_str()
+            }
+            Err(_) => return Value::Null,
+        }
+    } else {
+        raw.get()
+    };
+    match compact::string_fields(text, NAMES) {
+        Some(found) => NAMES
+            .iter()
+            .zip(found)
+            .filter_map(|(k, v)| Some((k.to_string(), Value::String(v?))))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        None => Value::Null,
     }
 }
 
@@ -231,34 +255,54 @@ pub async fn handle(app: &AppState, client: &Arc<Client>, payload: Payload) -> O
         reply(error_event(None, "binary frames are not Pusher messages"));
         return None;
     }
-    let msg: ClientMessage = match serde_json::from_slice(&payload.data) {
+    let limit = app.config.command_size_limit();
+    if payload.data.len() > limit {
+        // issue #12 item 9: refused unread, as soketi refuses oversized client events.
+        let message = format!(
+            "the message is {} bytes; the limit is {limit}",
+            payload.data.len()
+        );
+        reply(error_event(Some(4301), &message));
+        return None;
+    }
+    let msg = match parse(&payload.data) {
         Ok(m) => m,
         Err(e) => {
             reply(error_event(None, &format!("malformed message: {e}")));
             return None;
         }
     };
-    let churn = matches!(
-        msg.event.as_str(),
-        "pusher:subscribe" | "pusher:unsubscribe"
-    ) && object_channel(&msg.data).is_some_and(|c| c.starts_with("presence-"));
-    if churn && !charge(crate::ws::PRESENCE_COST - 1.0) {
-        registry.stats.rate_limited.fetch_add(1, Relaxed);
-        reply(error_event(Some(4301), &over_budget(app)));
+    let event = msg.event.as_str();
+    if matches!(event, "pusher:subscribe" | "pusher:unsubscribe") {
+        let data = event_data(msg.data);
+        let channel = data["channel"].as_str();
+        // A presence join or leave is announced to every member: it costs more.
+        let presence = channel.is_some_and(|c| c.starts_with("presence-"));
+        if presence && !charge(crate::ws::PRESENCE_COST - 1.0) {
+            registry.stats.rate_limited.fetch_add(1, Relaxed);
+            reply(error_event(Some(4301), &over_budget(app)));
+        } else if event == "pusher:subscribe" {
+            channels::subscribe(pusher, client, &tenant, data).await;
+        } else if let Some(channel) = channel {
+            channels::unsubscribe(pusher, client, &tenant, channel).await;
+        }
         return None;
     }
-    match msg.event.as_str() {
+    match event {
         "pusher:ping" => reply(frame("pusher:pong", None, "{}".into())),
         "pusher:pong" => {}
-        "pusher:subscribe" => channels::subscribe(pusher, client, &tenant, object(msg.data)).await,
-        "pusher:unsubscribe" => {
-            if let Some(channel) = object(msg.data)["channel"].as_str() {
-                channels::unsubscribe(pusher, client, &tenant, channel).await;
-            }
-        }
-        "pusher:signin" => channels::signin(pusher, client, &tenant, object(msg.data)),
+        "pusher:signin" => channels::signin(pusher, client, &tenant, event_data(msg.data)),
         name if name.starts_with("client-") => {
-            channels::client_event(pusher, client, &tenant, name, msg.channel, msg.data).await
+            // Checked by the rules of a `Value` and made compact, without a tree.
+            let payload = match msg.data.map(compact::compact).transpose() {
+                Ok(Some(raw)) => Payload::from_raw_json(raw),
+                Ok(None) => Payload::from_json(&Value::Null),
+                Err(e) => {
+                    reply(error_event(None, &format!("malformed message: {e}")));
+                    return None;
+                }
+            };
+            channels::client_event(pusher, client, &tenant, name, msg.channel, payload).await
         }
         name if name.starts_with("pusher:") => {}
         name => reply(error_event(None, &format!("unknown event {name:?}"))),

@@ -193,17 +193,14 @@ pub(super) async fn execute(
             }
             reply(Map::new());
         }
-        Op::Publish {
-            ref channel,
-            ref data,
-        } => {
+        Op::Publish { ref channel, data } => {
             allowed(app, client, channel, Action::Publish)?;
             let (rate, burst) = (app.config.publish_rate, f64::from(app.config.publish_burst));
             if !Bucket::take_from(&mut state.publishes, 1.0, rate, burst) {
                 registry.stats.rate_limited.fetch_add(1, Relaxed);
                 return Err(Error::new("rate_limited", "publishing too fast; slow down"));
             }
-            let payload = Payload::from_json(data);
+            let payload = Payload::from_raw_json(data);
             if payload.data.len() > app.config.max_publish_size {
                 return Err(Error::new(
                     "too_large",

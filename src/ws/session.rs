@@ -271,6 +271,7 @@ impl<T: Transport> Session<T> {
     /// Runs one JSON-mode command; too many malformed ones close the connection (1008).
     async fn command(&mut self, payload: Payload) -> Option<End> {
         let (rate, burst) = self.app.config.command_budget();
+        let limit = self.app.config.command_size_limit();
         let result = if !Bucket::take_from(&mut self.json.budget, 1.0, rate, burst) {
             // Refused before parsing: a flood costs the server as little as possible.
             let stats = &self.app.hub.registry().stats;
@@ -281,6 +282,13 @@ impl<T: Transport> Session<T> {
                 Value::Null,
                 json::Error::new("bad_request", "binary frames are not wspush.v1 commands"),
             ))
+        } else if payload.data.len() > limit {
+            // issue #12 item 9: refused unread (so its id is unknown).
+            let message = format!(
+                "the command is {} bytes; the limit is {limit} (max_command_size)",
+                payload.data.len()
+            );
+            Err((Value::Null, json::Error::new("too_large", message)))
         } else {
             match json::parse(&payload.data) {
                 Ok(cmd) => {
