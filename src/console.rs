@@ -323,7 +323,7 @@ async fn run(hub: &Hub, console: &Console, cmd: Command) -> bool {
                 say(format!(
                     "  {} {} {} [{}]",
                     c.id,
-                    c.mode.name(),
+                    c.format.name,
                     c.remote,
                     chans.join(",")
                 ));

@@ -4,13 +4,11 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry as Prometheus;
 
 use crate::broker::Broker;
@@ -19,7 +17,6 @@ use crate::hub::Registry;
 /// The metrics registry of one server.
 pub struct Metrics {
     prometheus: Prometheus,
-    latency: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -32,23 +29,13 @@ impl Metrics {
     /// Metrics over `hub`'s counters and what `broker` holds.
     pub fn new(hub: Arc<Registry>, broker: Arc<dyn Broker>) -> Self {
         let mut prometheus = Prometheus::with_prefix("wspush");
-        // 10 µs .. ~5 s
-        let latency = Histogram::new(exponential_buckets(0.000_01, 2.5, 15));
         prometheus.register(
             "publish_latency_seconds",
             "Time from a publish call until the message is queued for every local subscriber",
-            latency.clone(),
+            hub.stats.publish_latency.clone(),
         );
         prometheus.register_collector(Box::new(Counters(hub, broker)));
-        Metrics {
-            prometheus,
-            latency,
-        }
-    }
-
-    /// Records one publish's latency.
-    pub fn observe_publish(&self, took: Duration) {
-        self.latency.observe(took.as_secs_f64());
+        Metrics { prometheus }
     }
 
     /// The exposition text.
@@ -83,24 +70,11 @@ impl Collector for Counters {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let s = &self.0.stats;
         let e = &mut enc;
-        gauge(
-            e,
-            "connections_raw",
-            "Raw-mode WebSocket connections open now",
-            s.connections_raw.load(Relaxed),
-        )?;
-        gauge(
-            e,
-            "connections_json",
-            "JSON-mode WebSocket connections open now",
-            s.connections_json.load(Relaxed),
-        )?;
-        gauge(
-            e,
-            "connections_pusher",
-            "Pusher-protocol WebSocket connections open now",
-            s.connections_pusher.load(Relaxed),
-        )?;
+        for (format, open) in s.open_connections() {
+            let name = format!("connections_{format}");
+            let help = format!("{format} connections open now");
+            gauge(e, &name, &help, open)?;
+        }
         counter(
             e,
             "connections",

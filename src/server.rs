@@ -16,13 +16,18 @@ use crate::auth::Verifier;
 use crate::broker::{Broker, Memory, Redis};
 use crate::config::Config;
 use crate::console::{self, Console};
-use crate::http::{self, AppState};
+use crate::http;
 use crate::hub::{Hub, QueueLimits, Registry};
 use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::model::Disconnect;
 use crate::net::Proxies;
+use crate::pusher::format::PUSHER;
+use crate::pusher::PusherFront;
 use crate::shutdown::Shutdown;
+use crate::state::{AppState, Shared};
 use crate::upstream::Upstream;
-use crate::ws::close::CloseReason;
+use crate::ws::formats::{JSON, RAW};
 
 /// How the server's console is wired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +91,8 @@ pub async fn run(
         Proxies::parse(&config.trusted_proxies)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
     );
-    let state = AppState::new(crate::http::Shared {
+    let state = AppState::new(Shared {
+        metrics: Arc::new(Metrics::new(registry.clone(), hub.broker_arc())),
         hub: hub.clone(),
         upstream: Arc::new(Upstream::new(config.upstream.clone(), hub.clone(), console)),
         config: config.clone(),
@@ -98,9 +104,16 @@ pub async fn run(
         verifier: Verifier::from_config(&config)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
             .map(Arc::new),
+    });
+    // Every front's format is named in the metrics from the start.
+    for format in [&RAW, &JSON, &PUSHER] {
+        registry.stats.serve_format(format);
+    }
+    let fronts = crate::pusher::router(PusherFront {
+        app: state.clone(),
         pusher: pusher.clone(),
     });
-    let router = http::router(state);
+    let router = http::router(state, fronts);
 
     // One flusher task per runtime worker: fan-out writes spread over the cores.
     let flushers: Vec<_> = (0..registry.coalescer.lanes())
@@ -183,7 +196,7 @@ pub async fn run(
     // Flush whatever waits so queued messages go out before the close frames.
     flushers.iter().for_each(|f| f.abort());
     registry.flush_all();
-    registry.close_all(CloseReason::GoingAway);
+    registry.close_all(Disconnect::ShuttingDown);
     let grace = Duration::from_secs(config.shutdown_grace);
     let deadline = tokio::time::Instant::now() + grace;
     if stop.drain(grace).await {

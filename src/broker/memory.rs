@@ -1,5 +1,5 @@
 //! The in-memory broker: offsets, history and presence in this process; delivery
-//! straight into the local registry. A channel's state lives only while it has a local
+//! straight into the local sink (the hub's registry). A channel's state lives only while it has a local
 //! subscriber or retained history; freed and used again, it starts a new life under a
 //! new epoch.
 
@@ -11,20 +11,21 @@ use std::time::Instant;
 use futures_util::future::{self, BoxFuture};
 use parking_lot::Mutex;
 
+use super::Sink;
 use super::{
     check_since, life_epoch, Broker, BrokerError, History, Member, Occupancy, Position, Ready,
     RoomLeft, Since, SubscribeError,
 };
-use crate::hub::{fnv, Client, ClientId, Message, Payload, Registry, Sharded};
+use crate::model::{ClientId, Disconnect, Message, Payload};
 use crate::namespace::Namespaces;
-use crate::ws::close::CloseReason;
+use crate::shard::{fnv, Sharded};
 
 /// Channels `sweep` looks at per call, at most (plus the rest of the last shard).
 const SWEEP_BUDGET: usize = 20_000;
 
 /// One node, no setup: offsets and history live in this process.
 pub struct Memory {
-    registry: Arc<Registry>,
+    sink: Arc<dyn Sink>,
     namespaces: Arc<Namespaces>,
     channels: Sharded<Arc<str>, Chan>,
     /// This process's epoch; a channel life's epoch is `epoch.LIFE`.
@@ -87,13 +88,13 @@ impl Chan {
 }
 
 impl Memory {
-    /// A broker delivering into `registry`, keeping history as `namespaces` say.
-    pub fn new(registry: Arc<Registry>, namespaces: Arc<Namespaces>) -> Self {
+    /// A broker delivering into `sink`, keeping history as `namespaces` say.
+    pub fn new(sink: Arc<dyn Sink>, namespaces: Arc<Namespaces>) -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         Memory {
-            registry,
+            sink,
             namespaces,
             channels: Sharded::new(),
             rooms: Mutex::default(),
@@ -124,7 +125,7 @@ impl Memory {
     /// True when nothing needs the channel's state: no retained history and no local
     /// subscriber (subscribes take the channel's shard lock, so none slips in).
     fn idle(&self, chan: &Chan) -> bool {
-        chan.history.is_empty() && self.registry.subscriber_count(&chan.name) == 0
+        chan.history.is_empty() && self.sink.subscribers(&chan.name) == 0
     }
 
     fn publish_now(&self, channel: &str, payload: Payload) -> u64 {
@@ -138,7 +139,7 @@ impl Memory {
         chan.offset += 1;
         let msg = Message::new(chan.name.clone(), chan.offset, payload);
         // Delivering under the channel's lock keeps deliveries in offset order.
-        let heard = self.registry.deliver(&msg);
+        let heard = self.sink.deliver(&msg);
         if ns.keeps_history() {
             let now = Instant::now();
             chan.history.push_back((now, Arc::new(msg)));
@@ -154,12 +155,12 @@ impl Memory {
 
     fn subscribe_now(
         &self,
-        client: &Arc<Client>,
+        client: ClientId,
         channel: &str,
         since: Option<Since>,
         ready: Ready<'_>,
     ) -> Result<Position, SubscribeError> {
-        if client.is_subscribed(channel) {
+        if self.sink.is_subscribed(client, channel) {
             return Err(SubscribeError::AlreadySubscribed);
         }
         let ns = self.namespaces.of(channel);
@@ -189,11 +190,11 @@ impl Memory {
         };
         ready(&position);
         for msg in replay {
-            self.registry.push_message(client, &msg);
+            self.sink.replay(client, &msg);
         }
-        self.registry.subscribe(client, channel);
+        self.sink.attach(client, channel);
         if self.idle(chan) {
-            // The registry refused the subscription.
+            // The sink refused the subscription.
             shard.remove(channel);
         }
         Ok(position)
@@ -298,7 +299,7 @@ impl Broker for Memory {
 
     fn subscribe<'a>(
         &'a self,
-        client: &'a Arc<Client>,
+        client: ClientId,
         channel: &'a str,
         since: Option<Since>,
         ready: Ready<'a>,
@@ -322,9 +323,7 @@ impl Broker for Memory {
         client: ClientId,
         payload: Payload,
     ) -> BoxFuture<'_, Result<usize, BrokerError>> {
-        Box::pin(future::ready(Ok(self
-            .registry
-            .send_local(client, &payload))))
+        Box::pin(future::ready(Ok(self.sink.send(client, &payload))))
     }
 
     fn send_user<'a>(
@@ -332,9 +331,7 @@ impl Broker for Memory {
         user: &'a str,
         payload: Payload,
     ) -> BoxFuture<'a, Result<usize, BrokerError>> {
-        Box::pin(future::ready(Ok(self
-            .registry
-            .send_user_local(user, &payload))))
+        Box::pin(future::ready(Ok(self.sink.send_user(user, &payload))))
     }
 
     fn presence_event<'a>(
@@ -343,7 +340,7 @@ impl Broker for Memory {
         member: Member,
         joined: bool,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.registry.deliver_presence(channel, &member, joined);
+        self.sink.presence(channel, &member, joined);
         Box::pin(future::ready(Ok(())))
     }
 
@@ -357,7 +354,7 @@ impl Broker for Memory {
     }
 
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>> {
-        Box::pin(future::ready(Ok(self.registry.members(channel))))
+        Box::pin(future::ready(Ok(self.sink.members(channel))))
     }
 
     fn room_join<'a>(
@@ -400,9 +397,9 @@ impl Broker for Memory {
     fn close_user<'a>(
         &'a self,
         user: &'a str,
-        reason: CloseReason,
+        reason: Disconnect,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.registry.close_user_local(user, reason);
+        self.sink.close_user(user, reason);
         Box::pin(future::ready(Ok(())))
     }
 
@@ -410,7 +407,7 @@ impl Broker for Memory {
         &'a self,
         channel: &'a str,
     ) -> BoxFuture<'a, Result<(usize, usize), BrokerError>> {
-        let now = self.registry.subscriber_count(channel);
+        let now = self.sink.subscribers(channel);
         let mut occupancy = self.occupancy.lock();
         let before = if now == 0 {
             occupancy.remove(channel)
@@ -421,7 +418,7 @@ impl Broker for Memory {
     }
 
     fn occupancy(&self) -> BoxFuture<'_, Result<Occupancy, BrokerError>> {
-        Box::pin(future::ready(Ok(self.registry.channels())))
+        Box::pin(future::ready(Ok(self.sink.channels())))
     }
 
     fn tracked(&self) -> usize {

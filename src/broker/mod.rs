@@ -10,8 +10,8 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 pub use self::redis::Redis;
-use crate::hub::{Client, ClientId, Message, Payload};
-use crate::ws::close::CloseReason;
+pub use crate::model::Member;
+use crate::model::{ClientId, Disconnect, Message, Payload};
 pub use memory::Memory;
 
 /// Checks that messages after `since` can be recovered from a history whose oldest
@@ -99,23 +99,43 @@ pub struct History {
     pub position: Position,
 }
 
-/// A presence entry: one connection in a channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    /// The connection.
-    pub client: ClientId,
-    /// The authenticated user, if any.
-    pub user: Option<Arc<str>>,
-    /// What the member declared about itself (JSON text, e.g. Pusher's `user_info`);
-    /// only rooms carry it (`None` in `presence`).
-    pub info: Option<Arc<str>>,
-}
-
 /// A room after a leave: the member removed (`None` when it was not in), the members left.
 pub type RoomLeft = (Option<Member>, Vec<Member>);
 
 /// Channels with subscribers and their cluster-wide subscriber counts.
 pub type Occupancy = Vec<(Arc<str>, usize)>;
+
+/// Where a broker delivers: this node's clients and subscriptions (the hub's registry),
+/// seen through what a broker needs and nothing more.
+pub trait Sink: Send + Sync + 'static {
+    /// This node's id (0 for a single node).
+    fn node(&self) -> u32;
+    /// Subscribes a local client to a channel; false when it already was, or is gone.
+    fn attach(&self, client: ClientId, channel: &str) -> bool;
+    /// True when a local client is subscribed to a channel.
+    fn is_subscribed(&self, client: ClientId, channel: &str) -> bool;
+    /// Local subscribers of a channel.
+    fn subscribers(&self, channel: &str) -> usize;
+    /// Fans a message out to the channel's local subscribers; false when it had none.
+    fn deliver(&self, msg: &Message) -> bool;
+    /// Queues one message for one local client (a replay from history).
+    fn replay(&self, client: ClientId, msg: &Message);
+    /// Tells a channel's local subscribers that a member joined or left.
+    fn presence(&self, channel: &str, member: &Member, joined: bool);
+    /// This node's members of a channel (its subscribers).
+    fn members(&self, channel: &str) -> Vec<Member>;
+    /// Channels with local subscribers, and their counts.
+    fn channels(&self) -> Vec<(Arc<str>, usize)>;
+    /// Sends to one local client; how many it reached (0 or 1).
+    fn send(&self, client: ClientId, payload: &Payload) -> usize;
+    /// Sends to every local connection of a user; how many it reached.
+    fn send_user(&self, user: &str, payload: &Payload) -> usize;
+    /// Closes every local connection of a user; how many.
+    fn close_user(&self, user: &str, reason: Disconnect) -> usize;
+    /// Closes the channel's subscribers whose subscriptions carry offsets: the
+    /// channel's offsets restarted, so they reconnect and recover.
+    fn resync(&self, channel: &str);
+}
 
 /// A message broker: assigns per-channel offsets, keeps history and delivers to
 /// subscribers on every node.
@@ -132,7 +152,7 @@ pub trait Broker: Send + Sync + 'static {
     /// first, then live ones, with no gap and no duplicate.
     fn subscribe<'a>(
         &'a self,
-        client: &'a Arc<Client>,
+        client: ClientId,
         channel: &'a str,
         since: Option<Since>,
         ready: Ready<'a>,
@@ -201,7 +221,7 @@ pub trait Broker: Send + Sync + 'static {
     fn close_user<'a>(
         &'a self,
         user: &'a str,
-        reason: CloseReason,
+        reason: Disconnect,
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Records this node's subscriber count of `channel` (read from the registry) in the

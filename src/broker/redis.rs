@@ -21,13 +21,15 @@ use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::Script;
 
+use super::Sink;
 use super::{
     check_since, Broker, BrokerError, History, Member, Occupancy, Position, Ready, RoomLeft, Since,
     SubscribeError,
 };
-use crate::hub::{fnv, Client, ClientId, Event, Kind, Message, Payload, Registry, ALL};
+use crate::hub::ALL;
+use crate::model::{ClientId, Disconnect, Event, Kind, Message, Payload};
 use crate::namespace::Namespaces;
-use crate::ws::close::CloseReason;
+use crate::shard::fnv;
 
 /// Assigns the next offset, keeps history, publishes. KEYS: position hash (`o` offset,
 /// `e` epoch), history, base epoch, lives counter. ARGV: pub/sub channel, kind, data,
@@ -307,15 +309,6 @@ fn occupancy_key(node: u32) -> String {
     format!("wspush:occupancy:{node}")
 }
 
-/// Reasons `close_user` carries between nodes (by index); others travel as `Kicked`.
-const CLOSE_REASONS: [CloseReason; 5] = [
-    CloseReason::Kicked,
-    CloseReason::Policy,
-    CloseReason::GoingAway,
-    CloseReason::PusherTerminated,
-    CloseReason::PusherUnauthorized,
-];
-
 /// A room entry as stored in the room's hash (field: the client id).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct RoomEntry {
@@ -373,7 +366,7 @@ struct GateState {
 }
 
 struct Inner {
-    registry: Arc<Registry>,
+    local: Arc<dyn Sink>,
     namespaces: Arc<Namespaces>,
     shards: Vec<Shard>,
     gates: Mutex<HashMap<Arc<str>, Arc<Gate>>>,
@@ -407,7 +400,7 @@ impl Redis {
     /// the order the same on every node) and starts the subscription tasks.
     pub async fn connect(
         urls: &[String],
-        registry: Arc<Registry>,
+        sink: Arc<dyn Sink>,
         namespaces: Arc<Namespaces>,
     ) -> Result<Self, BrokerError> {
         let mut shards = Vec::new();
@@ -433,7 +426,7 @@ impl Redis {
             });
         }
         let inner = Arc::new(Inner {
-            registry,
+            local: sink,
             namespaces,
             shards,
             gates: Mutex::new(HashMap::new()),
@@ -485,7 +478,7 @@ impl Inner {
     }
 
     fn node_topic(&self) -> String {
-        format!("wspush:node:{}", self.registry.node())
+        format!("wspush:node:{}", self.local.node())
     }
 
     /// Keeps one pub/sub connection to a shard alive, re-subscribing after reconnects and
@@ -584,18 +577,19 @@ impl Inner {
                     data: Bytes::copy_from_slice(&rest[2..]),
                     event: None,
                 };
-                self.registry.send_user_local(user, &payload);
+                self.local.send_user(user, &payload);
             }
         } else if topic_name == "wspush:close" {
             // `reason:user`
             let text = String::from_utf8_lossy(raw);
             if let Some((reason, user)) = text.split_once(':') {
+                // Reasons travel by their index in `Disconnect::ALL`.
                 let reason = reason
                     .parse::<usize>()
                     .ok()
-                    .and_then(|i| CLOSE_REASONS.get(i).copied())
-                    .unwrap_or(CloseReason::Kicked);
-                self.registry.close_user_local(user, reason);
+                    .and_then(|i| Disconnect::ALL.get(i).copied())
+                    .unwrap_or(Disconnect::Kicked);
+                self.local.close_user(user, reason);
             }
         } else if topic_name == self.node_topic() {
             let mut parts = raw.splitn(3, |b| *b == b':');
@@ -614,7 +608,7 @@ impl Inner {
                 data: Bytes::copy_from_slice(data),
                 event: None,
             };
-            self.registry.send_local(ClientId(id), &payload);
+            self.local.send(ClientId(id), &payload);
         }
     }
 
@@ -622,8 +616,7 @@ impl Inner {
     async fn deliver_in_order(&self, channel: &str, state: &mut GateState, env: Envelope) {
         if state.epoch.as_ref().is_some_and(|e| *e != env.epoch) {
             tracing::warn!(%channel, "channel epoch changed (Redis lost its data?): JSON subscribers must resync");
-            self.registry
-                .close_json_subscribers(channel, CloseReason::Resync);
+            self.local.resync(channel);
             state.last = None;
         }
         state.epoch = Some(env.epoch.clone());
@@ -649,7 +642,7 @@ impl Inner {
 
     fn deliver(&self, channel: &str, env: Envelope) {
         let msg = Message::new(Arc::from(channel), env.offset, env.payload);
-        self.registry.deliver(&msg);
+        self.local.deliver(&msg);
     }
 
     /// Brings local subscribers of `channel` up to the channel's offset from history.
@@ -677,8 +670,7 @@ impl Inner {
                 .ok()?,
         };
         if state.epoch.as_ref().is_some_and(|e| *e != snap.epoch) {
-            self.registry
-                .close_json_subscribers(channel, CloseReason::Resync);
+            self.local.resync(channel);
             state.last = None;
         }
         state.epoch = Some(snap.epoch.clone());
@@ -809,12 +801,12 @@ impl Inner {
 
     async fn subscribe_now(
         &self,
-        client: &Arc<Client>,
+        client: ClientId,
         channel: &str,
         since: Option<Since>,
         ready: Ready<'_>,
     ) -> Result<Position, SubscribeError> {
-        if client.is_subscribed(channel) {
+        if self.local.is_subscribed(client, channel) {
             return Err(SubscribeError::AlreadySubscribed);
         }
         let gate = self.gate(channel);
@@ -823,7 +815,7 @@ impl Inner {
             let result = self
                 .subscribe_locked(client, channel, since, ready, &gate, &mut state)
                 .await;
-            if result.is_err() || self.registry.subscriber_count(channel) == 0 {
+            if result.is_err() || self.local.subscribers(channel) == 0 {
                 // A failed subscribe (history gone, Redis trouble, refused by the
                 // registry) leaves no Redis subscription behind when no local client
                 // needs it.
@@ -839,7 +831,7 @@ impl Inner {
 
     async fn subscribe_locked(
         &self,
-        client: &Arc<Client>,
+        client: ClientId,
         channel: &str,
         since: Option<Since>,
         ready: Ready<'_>,
@@ -885,9 +877,9 @@ impl Inner {
         ready(&position);
         for env in replay {
             let msg = Message::new(Arc::from(channel), env.offset, env.payload.clone());
-            self.registry.push_message(client, &msg);
+            self.local.replay(client, &msg);
         }
-        self.registry.subscribe(client, channel);
+        self.local.attach(client, channel);
         Ok(position)
     }
 
@@ -924,10 +916,7 @@ impl Inner {
     /// Drops this node's Redis subscription to `channel` when no local client is
     /// subscribed (call with the gate's state locked).
     async fn unsubscribe_idle(&self, channel: &str, gate: &Gate) {
-        if channel == ALL
-            || self.registry.subscriber_count(channel) > 0
-            || !gate.subscribed.load(Relaxed)
-        {
+        if channel == ALL || self.local.subscribers(channel) > 0 || !gate.subscribed.load(Relaxed) {
             return;
         }
         gate.subscribed.store(false, Relaxed);
@@ -1002,8 +991,7 @@ impl Inner {
             user,
             info: None,
         };
-        self.registry
-            .deliver_presence(channel, &member, kind == b"j");
+        self.local.presence(channel, &member, kind == b"j");
     }
 
     async fn presence_event_now(
@@ -1019,7 +1007,7 @@ impl Inner {
         if joined {
             let value = format!(
                 "{}:{}:{user}",
-                self.registry.node(),
+                self.local.node(),
                 now_ms() + PRESENCE_TTL_MS
             );
             pipe.hset(presence_key(channel), &field, value)
@@ -1075,7 +1063,7 @@ impl Inner {
         loop {
             tick.tick().await;
             let channels: Vec<Arc<str>> = self
-                .registry
+                .local
                 .channels()
                 .into_iter()
                 .map(|(name, _)| name)
@@ -1140,12 +1128,12 @@ impl Inner {
 
     /// Rewrites this node's subscriber counts in the cluster-wide occupancy.
     async fn refresh_occupancy(&self) -> redis::RedisResult<()> {
-        let node = self.registry.node();
+        let node = self.local.node();
         let key = occupancy_key(node);
         let now = now_ms();
         let mut pipe = redis::pipe();
         pipe.atomic().del(&key).ignore();
-        for (channel, n) in self.registry.channels() {
+        for (channel, n) in self.local.channels() {
             pipe.hset(&key, &*channel, n).ignore();
         }
         pipe.pexpire(&key, (2 * PRESENCE_TTL_MS) as i64).ignore();
@@ -1158,7 +1146,7 @@ impl Inner {
     async fn room_join_now(&self, room: &str, member: Member) -> Result<Vec<Member>, BrokerError> {
         let now = now_ms();
         let entry = RoomEntry {
-            n: self.registry.node(),
+            n: self.local.node(),
             e: now + PRESENCE_TTL_MS,
             j: now,
             u: member.user.as_deref().map(str::to_string),
@@ -1224,8 +1212,11 @@ impl Inner {
         Ok(room_members(all, now_ms()))
     }
 
-    async fn close_user_now(&self, user: &str, reason: CloseReason) -> Result<(), BrokerError> {
-        let index = CLOSE_REASONS.iter().position(|r| *r == reason).unwrap_or(0);
+    async fn close_user_now(&self, user: &str, reason: Disconnect) -> Result<(), BrokerError> {
+        let index = Disconnect::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
         let mut conn = self.shards[0].conn.clone();
         bounded(
             redis::cmd("PUBLISH")
@@ -1237,7 +1228,7 @@ impl Inner {
     }
 
     async fn occupancy_sync_now(&self, channel: &str) -> Result<(usize, usize), BrokerError> {
-        let node = self.registry.node();
+        let node = self.local.node();
         let now = now_ms();
         let mut conn = self.shards[0].conn.clone();
         bounded(
@@ -1246,7 +1237,7 @@ impl Inner {
                 .key(OCCUPANCY_NODES)
                 .arg(node)
                 .arg(channel)
-                .arg(self.registry.subscriber_count(channel))
+                .arg(self.local.subscribers(channel))
                 .arg(now + PRESENCE_TTL_MS)
                 .arg(now)
                 .arg(2 * PRESENCE_TTL_MS)
@@ -1275,9 +1266,9 @@ impl Inner {
         let key = presence_key(channel);
         let now = now_ms();
         let mut pipe = redis::pipe();
-        for member in self.registry.members(channel) {
+        for member in self.local.members(channel) {
             let user = member.user.as_deref().unwrap_or("");
-            let value = format!("{}:{}:{user}", self.registry.node(), now + PRESENCE_TTL_MS);
+            let value = format!("{}:{}:{user}", self.local.node(), now + PRESENCE_TTL_MS);
             pipe.hset(&key, member.client.0.to_string(), value).ignore();
         }
         // Entries of nodes that died go with the hash when no node refreshes it.
@@ -1316,8 +1307,8 @@ impl Inner {
 
     async fn send_now(&self, id: ClientId, payload: Payload) -> Result<usize, BrokerError> {
         let node = (id.0 >> 32) as u32;
-        if node == self.registry.node() {
-            return Ok(self.registry.send_local(id, &payload));
+        if node == self.local.node() {
+            return Ok(self.local.send(id, &payload));
         }
         let mut body = format!("{}:{}:", id.0, kind_code(payload.kind)).into_bytes();
         body.extend_from_slice(&payload.data);
@@ -1375,7 +1366,7 @@ impl Broker for Redis {
 
     fn subscribe<'a>(
         &'a self,
-        client: &'a Arc<Client>,
+        client: ClientId,
         channel: &'a str,
         since: Option<Since>,
         ready: Ready<'a>,
@@ -1452,7 +1443,7 @@ impl Broker for Redis {
     fn close_user<'a>(
         &'a self,
         user: &'a str,
-        reason: CloseReason,
+        reason: Disconnect,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(self.inner.close_user_now(user, reason))
     }

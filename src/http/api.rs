@@ -9,10 +9,9 @@ use serde_json::{json, Value};
 use super::error::{ApiError, Json, Query};
 use super::AppState;
 use crate::broker::{Since, SubscribeError};
-use crate::hub::{ClientId, Payload, ALL};
+use crate::hub::{ClientId, Disconnect, Payload, ALL};
 use crate::protocol::json::MAX_HISTORY_LIMIT;
 use crate::upstream::decode_base64;
-use crate::ws::close::CloseReason;
 use crate::ws::{members_json, messages_json, valid_channel};
 
 type Answer = Result<axum::Json<Value>, ApiError>;
@@ -139,7 +138,7 @@ pub async fn clients(State(app): State<AppState>) -> Answer {
         .into_iter()
         .map(|c| {
             let channels: Vec<String> = c.channels().iter().map(|s| s.to_string()).collect();
-            json!({ "id": c.id.to_string(), "mode": c.mode.name(), "remote": c.remote.to_string(), "channels": channels })
+            json!({ "id": c.id.to_string(), "mode": c.format.name, "remote": c.remote.to_string(), "channels": channels })
         })
         .collect();
     Ok(axum::Json(json!({ "clients": list })))
@@ -207,6 +206,6 @@ pub async fn disconnect(State(app): State<AppState>, Path(id): Path<String>) -> 
         .registry()
         .client(cid)
         .ok_or_else(|| ApiError::NotFound(format!("no client {cid}")))?;
-    client.close(CloseReason::Kicked);
+    client.close(Disconnect::Kicked);
     Ok(axum::Json(json!({ "disconnected": cid.to_string() })))
 }

@@ -6,7 +6,7 @@ mod api;
 mod error;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -18,13 +18,9 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use crate::auth::Verifier;
 use crate::config::Config;
-use crate::hub::Hub;
-use crate::limits::Limits;
 use crate::net::{self, Remote};
-use crate::shutdown::Shutdown;
-use crate::upstream::Upstream;
+pub use crate::state::{AppState, Shared};
 pub use error::{ApiError, Json};
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
@@ -36,45 +32,9 @@ const WSPUSH_MJS: &str = concat!(
     "\nexport const connect = globalThis.wspush.connect;\nexport default globalThis.wspush;\n"
 );
 
-/// Everything a request handler or session may need: one shared allocation, so a
-/// clone (one per request and per session) is a single pointer.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl AppState {
-    /// Shares `state`.
-    pub fn new(state: Shared) -> Self {
-        AppState(Arc::new(state))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// What `AppState` holds.
-pub struct Shared {
-    /// The hub.
-    pub hub: Hub,
-    /// Validated configuration.
-    pub config: Arc<Config>,
-    /// Upstream handler for client messages.
-    pub upstream: Arc<Upstream>,
-    /// Tasks to wait for at shutdown.
-    pub shutdown: Shutdown,
-    /// Connection limits (total and per IP).
-    pub limits: Arc<Limits>,
-    /// Token verifier, when tokens are configured.
-    pub verifier: Option<Arc<Verifier>>,
-    /// The Pusher-protocol front: apps, presence, webhooks.
-    pub pusher: Arc<crate::pusher::Pusher>,
-}
-
-/// The whole HTTP surface.
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP surface: the native routes and the fronts' routes (`fronts`, each
+/// with its own state), on one router.
+pub fn router(state: AppState, fronts: Router) -> Router {
     let api = Router::new()
         .route("/publish", post(api::publish))
         .route("/broadcast", post(api::broadcast))
@@ -100,9 +60,9 @@ pub fn router(state: AppState) -> Router {
         .route("/wspush.mjs", get(|| async { javascript(WSPUSH_MJS) }))
         .route("/ws", get(crate::ws::upgrade))
         .nest("/api", api)
-        .merge(crate::pusher::router())
         .fallback(|| async { ApiError::NotFound("not found".into()) })
         .with_state(state)
+        .merge(fronts)
 }
 
 async fn index() -> impl IntoResponse {
@@ -134,7 +94,7 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         )],
-        app.hub.metrics().render(),
+        app.metrics.render(),
     )
 }
 

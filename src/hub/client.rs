@@ -1,4 +1,5 @@
-//! A connected client as the hub sees it: its id, mode, subscriptions and bounded outbox.
+//! A connected client as the hub sees it: its id, wire format, subscriptions and bounded
+//! outbox.
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
@@ -13,49 +14,7 @@ use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
 use crate::auth::Grant;
-use crate::ws::close::CloseReason;
-
-/// A client id, shown as `c-N`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientId(pub u64);
-
-impl fmt::Display for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "c-{}", self.0)
-    }
-}
-
-impl std::str::FromStr for ClientId {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        s.strip_prefix("c-")
-            .and_then(|n| n.parse().ok())
-            .map(ClientId)
-            .ok_or(())
-    }
-}
-
-/// Which wire format a client speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Bare data frames.
-    Raw,
-    /// `wspush.v1` JSON objects.
-    Json,
-    /// Pusher Channels protocol 7 (`/app/{key}`).
-    Pusher,
-}
-
-impl Mode {
-    /// Lower-case name for APIs and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Raw => "raw",
-            Mode::Json => "json",
-            Mode::Pusher => "pusher",
-        }
-    }
-}
+use crate::model::{ClientId, Disconnect, Format};
 
 /// Bounds of a client's outbox; overflowing either closes the client with 1013.
 #[derive(Debug, Clone, Copy)]
@@ -91,7 +50,7 @@ pub trait Writer: Send + Sync {
 struct Outbox {
     queue: VecDeque<Bytes>,
     bytes: u32,
-    close: Option<CloseReason>,
+    close: Option<Disconnect>,
     /// Subscribed channels: constant-time membership whatever the count (a handshake
     /// naming thousands of channels once cost the square of the count).
     channels: HashSet<Arc<str>>,
@@ -162,8 +121,8 @@ fn write_frames(
 pub struct Client {
     /// The client id.
     pub id: ClientId,
-    /// Wire format.
-    pub mode: Mode,
+    /// Its wire format.
+    pub format: &'static Format,
     /// The peer address.
     pub remote: SocketAddr,
     /// Seconds since the hub started when the client last sent anything.
@@ -187,14 +146,14 @@ impl Client {
     /// A client with an empty outbox.
     pub fn new(
         id: ClientId,
-        mode: Mode,
+        format: &'static Format,
         remote: SocketAddr,
         limits: QueueLimits,
         now: u32,
     ) -> Self {
         Client {
             id,
-            mode,
+            format,
             remote,
             expires: AtomicU64::new(0),
             last_ping: AtomicU32::new(0),
@@ -226,7 +185,7 @@ impl Client {
         }
         let bytes = out.bytes.saturating_add(frame.len() as u32);
         if out.queue.len() as u32 >= self.limits.max_frames || bytes > self.limits.max_bytes {
-            out.close = Some(CloseReason::SlowConsumer);
+            out.close = Some(Disconnect::SlowConsumer);
             // Give up what is queued, but the front frame may be partly written (by the
             // flusher): the session keeps it if so, when it finishes (`give_up`).
             out.queue.truncate(1);
@@ -250,7 +209,7 @@ impl Client {
 
     /// Asks the session to close with `reason` once what is queued is written.
     /// The first reason wins.
-    pub fn close(&self, reason: CloseReason) {
+    pub fn close(&self, reason: Disconnect) {
         let mut out = self.outbox.lock();
         if out.close.is_none() {
             out.close = Some(reason);
@@ -310,7 +269,7 @@ impl Client {
         &self,
         pending: &mut VecDeque<Bytes>,
         writer: &dyn Writer,
-    ) -> io::Result<(usize, Option<CloseReason>)> {
+    ) -> io::Result<(usize, Option<Disconnect>)> {
         let mut out = self.outbox.lock();
         let mut total = 0;
         loop {
@@ -365,7 +324,7 @@ impl Client {
     }
 
     /// Moves every queued frame into `into`; returns the close reason if one is set.
-    pub fn drain(&self, into: &mut VecDeque<Bytes>) -> Option<CloseReason> {
+    pub fn drain(&self, into: &mut VecDeque<Bytes>) -> Option<Disconnect> {
         let mut out = self.outbox.lock();
         if into.is_empty() {
             std::mem::swap(into, &mut out.queue);
@@ -377,7 +336,7 @@ impl Client {
     }
 
     /// The close reason, if a close was requested.
-    pub fn close_requested(&self) -> Option<CloseReason> {
+    pub fn close_requested(&self) -> Option<Disconnect> {
         self.outbox.lock().close
     }
 
@@ -483,6 +442,7 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::PLAIN;
 
     /// A socket that takes `room` more bytes, then would block.
     struct Socket {
@@ -514,7 +474,7 @@ mod tests {
         };
         Client::new(
             ClientId(1),
-            Mode::Raw,
+            &PLAIN,
             "127.0.0.1:1".parse().unwrap(),
             limits,
             0,

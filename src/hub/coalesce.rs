@@ -140,7 +140,8 @@ impl Coalescer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::{ClientId, Mode, QueueLimits};
+    use crate::hub::{ClientId, QueueLimits};
+    use crate::model::PLAIN;
     use std::sync::atomic::Ordering::Relaxed;
 
     fn client(id: u64) -> Arc<Client> {
@@ -150,7 +151,7 @@ mod tests {
         };
         Arc::new(Client::new(
             ClientId(id),
-            Mode::Raw,
+            &PLAIN,
             "127.0.0.1:1".parse().unwrap(),
             limits,
             0,

@@ -8,10 +8,11 @@ use axum::http::{header, Method};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::PusherFront;
 use super::{auth, kind_of, parse_socket_id, valid_channel, Kind, Pusher, Tenant};
-use crate::http::{ApiError, AppState};
+use crate::http::ApiError;
 use crate::hub::{Event, Payload};
-use crate::ws::close::CloseReason;
+use crate::model::Disconnect;
 
 type Answer = Result<axum::Json<Value>, ApiError>;
 
@@ -26,7 +27,11 @@ struct Signed {
 /// size and time) and checks its `body_md5`; the app is `app_id`'s, or `auth_key`'s when
 /// the path has no app id. An unknown app, a wrong key or signature, or a body announced
 /// too large is refused before a byte of the body is read.
-async fn verified(app: &AppState, app_id: Option<&str>, req: Request) -> Result<Signed, ApiError> {
+async fn verified(
+    app: &PusherFront,
+    app_id: Option<&str>,
+    req: Request,
+) -> Result<Signed, ApiError> {
     let (parts, body) = req.into_parts();
     let query = auth::parse_query(parts.uri.query().unwrap_or(""));
     let pusher = &app.pusher;
@@ -189,7 +194,7 @@ async fn trigger(
 
 /// `POST /apps/{id}/events`: `{}` or `{"channels":{name:{info}}}` when `info` is asked.
 pub async fn events(
-    State(app): State<AppState>,
+    State(app): State<PusherFront>,
     Path(app_id): Path<String>,
     req: Request,
 ) -> Answer {
@@ -210,7 +215,7 @@ pub async fn events(
 
 /// `POST /apps/{id}/batch_events`: `{"batch":[{..}]}` with each event's channel info.
 pub async fn batch_events(
-    State(app): State<AppState>,
+    State(app): State<PusherFront>,
     Path(app_id): Path<String>,
     req: Request,
 ) -> Answer {
@@ -249,7 +254,7 @@ pub async fn batch_events(
 
 /// `GET /apps/{id}/channels?filter_by_prefix=&info=user_count`.
 pub async fn channels(
-    State(app): State<AppState>,
+    State(app): State<PusherFront>,
     Path(app_id): Path<String>,
     req: Request,
 ) -> Answer {
@@ -276,7 +281,7 @@ pub async fn channels(
 
 /// `GET /apps/{id}/channels/{name}?info=subscription_count,user_count`.
 pub async fn channel(
-    State(app): State<AppState>,
+    State(app): State<PusherFront>,
     Path((app_id, name)): Path<(String, String)>,
     req: Request,
 ) -> Answer {
@@ -298,7 +303,7 @@ pub async fn channel(
 
 /// `GET /apps/{id}/channels/{name}/users`: `{"users":[{"id":..}]}` of a presence channel.
 pub async fn users(
-    State(app): State<AppState>,
+    State(app): State<PusherFront>,
     Path((app_id, name)): Path<(String, String)>,
     req: Request,
 ) -> Answer {
@@ -324,14 +329,14 @@ async fn terminate_user(pusher: &Pusher, tenant: &Tenant, user: &str) -> Answer 
     pusher
         .hub
         .broker()
-        .close_user(&key, CloseReason::PusherTerminated)
+        .close_user(&key, Disconnect::Terminated)
         .await?;
     Ok(axum::Json(json!({})))
 }
 
 /// `POST /apps/{id}/users/{user}/terminate_connections`.
 pub async fn terminate(
-    State(app): State<AppState>,
+    State(app): State<PusherFront>,
     Path((app_id, user)): Path<(String, String)>,
     req: Request,
 ) -> Answer {
@@ -344,7 +349,7 @@ pub async fn terminate(
 
 /// `POST /users/{user}/terminate_connections` (the app is found by `auth_key`).
 pub async fn terminate_by_key(
-    State(app): State<AppState>,
+    State(app): State<PusherFront>,
     Path(user): Path<String>,
     req: Request,
 ) -> Answer {

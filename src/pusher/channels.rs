@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use super::format::PUSHER;
+use super::front::Conn;
 use super::presence;
 use super::protocol::error_event;
 use super::{auth, frame, kind_of, socket_id, valid_channel, Kind, Pusher, Tenant};
@@ -35,7 +37,7 @@ type Member = (String, Value);
 
 /// Checks the subscription's signature; the presence member it declares.
 fn authorize(
-    pusher: &Pusher,
+    conn: &Conn,
     client: &Client,
     tenant: &Tenant,
     channel: &str,
@@ -72,7 +74,7 @@ fn authorize(
             Ok(Some((user_id, info)))
         }
         Kind::User => {
-            let user = pusher.with_conn(client.id, |c| c.user.clone()).flatten();
+            let user = conn.user.clone();
             let wanted = channel.strip_prefix("#server-to-user-").unwrap_or_default();
             if user.as_deref() == Some(wanted) {
                 Ok(None)
@@ -86,10 +88,11 @@ fn authorize(
 /// `pusher:subscribe`.
 pub(super) async fn subscribe(
     pusher: &Arc<Pusher>,
+    conn: &mut Conn,
     client: &Arc<Client>,
-    tenant: &Arc<Tenant>,
     data: Value,
 ) {
+    let tenant = &conn.tenant.clone();
     let registry = pusher.hub.registry();
     let Some(channel) = data["channel"].as_str() else {
         registry.push_frame(
@@ -103,7 +106,7 @@ pub(super) async fn subscribe(
         let refusal = ("InvalidChannel", e, 400);
         return subscription_error(pusher, client, channel, refusal);
     }
-    let member = match authorize(pusher, client, tenant, channel, &data) {
+    let member = match authorize(conn, client, tenant, channel, &data) {
         Ok(member) => member,
         Err(refusal) => return subscription_error(pusher, client, channel, refusal),
     };
@@ -168,7 +171,7 @@ pub(super) async fn subscribe(
         if cache {
             let f = match pusher.rooms.cached(&hub_channel) {
                 Some(payload) => Message::new(Arc::from(hub_channel.as_str()), 0, payload)
-                    .pusher_frame()
+                    .frame(&PUSHER)
                     .clone(),
                 None => frame("pusher:cache_miss", Some(channel), Value::Null),
             };
@@ -197,13 +200,14 @@ pub(super) async fn subscribe(
         };
         return subscription_error(pusher, client, channel, refusal);
     }
-    pusher.with_conn(client.id, |c| {
+    {
+        let c = &mut *conn;
         c.channels.push(Arc::from(channel));
         if let Some((user_id, _)) = &member {
             c.presence
                 .push((Arc::from(channel), Arc::from(user_id.as_str())));
         }
-    });
+    }
     // Cluster-wide occupancy: exactly one node sees the channel leave 0.
     match broker.occupancy_sync(&hub_channel).await {
         Ok((0, after)) if after > 0 => pusher.webhooks.emit(
@@ -260,10 +264,11 @@ async fn announce_member(
 /// `pusher:unsubscribe`.
 pub(super) async fn unsubscribe(
     pusher: &Arc<Pusher>,
+    conn: &mut Conn,
     client: &Arc<Client>,
-    tenant: &Arc<Tenant>,
     channel: &str,
 ) {
+    let tenant = &conn.tenant.clone();
     if !pusher
         .hub
         .unsubscribe(client, &tenant.hub_channel(channel))
@@ -271,7 +276,8 @@ pub(super) async fn unsubscribe(
     {
         return;
     }
-    pusher.with_conn(client.id, |c| c.channels.retain(|n| &**n != channel));
+    conn.channels.retain(|n| &**n != channel);
+    conn.presence.retain(|(n, _)| &**n != channel);
     left(pusher, client, tenant, channel).await;
 }
 
@@ -285,7 +291,6 @@ pub(super) async fn left(
     let hub_channel = tenant.hub_channel(channel);
     let broker = pusher.hub.broker();
     if kind_of(channel).0 == Kind::Presence {
-        pusher.with_conn(client.id, |c| c.presence.retain(|(n, _)| &**n != channel));
         // Only the user's last connection in the room, on any node, removes the member.
         let last = match broker.room_leave(&hub_channel, client.id).await {
             Ok((Some(gone), rest)) => gone
@@ -324,12 +329,8 @@ pub(super) async fn left(
 
 /// `pusher:signin`: checks `auth` over `socket_id::user::user_data`, then the connection
 /// is that user (for `#server-to-user-{id}` and terminate).
-pub(super) fn signin(
-    pusher: &Arc<Pusher>,
-    client: &Arc<Client>,
-    tenant: &Arc<Tenant>,
-    data: Value,
-) {
+pub(super) fn signin(pusher: &Arc<Pusher>, conn: &mut Conn, client: &Arc<Client>, data: Value) {
+    let tenant = &conn.tenant.clone();
     let registry = pusher.hub.registry();
     let auth = data["auth"].as_str().unwrap_or_default();
     let user_data = data["user_data"].as_str().unwrap_or_default();
@@ -358,7 +359,7 @@ pub(super) fn signin(
     let key = super::Pusher::user_key(tenant, &id);
     let grant = Grant::for_user(Arc::from(key));
     registry.authenticate(client, Arc::new(grant));
-    pusher.with_conn(client.id, |c| c.user = Some(id));
+    conn.user = Some(id);
     let data = json!({ "user_data": user_data }).to_string();
     registry.push_frame(client, frame("pusher:signin_success", None, data.into()));
 }
@@ -367,12 +368,13 @@ pub(super) fn signin(
 /// sender joined, within the rate limit; never echoed to the sender.
 pub(super) async fn client_event(
     pusher: &Arc<Pusher>,
+    conn: &mut Conn,
     client: &Arc<Client>,
-    tenant: &Arc<Tenant>,
     name: &str,
     channel: Option<String>,
     payload: Payload,
 ) {
+    let tenant = &conn.tenant.clone();
     let registry = pusher.hub.registry();
     let refuse = |code: Option<u16>, msg: &str| {
         registry.push_frame(client, error_event(code, msg));
@@ -405,20 +407,16 @@ pub(super) async fn client_event(
         return refuse(None, "event data too large");
     }
     let rate = f64::from(app.limits.client_events_per_second);
-    let took = pusher.with_conn(client.id, |c| {
-        Bucket::take_from(&mut c.events, 1.0, rate, rate)
-    });
-    if took != Some(true) {
+    if !Bucket::take_from(&mut conn.events, 1.0, rate, rate) {
         registry.stats.rate_limited.fetch_add(1, Relaxed);
         return refuse(Some(4301), "Client event rejected: over the rate limit");
     }
     let user_id = match kind {
-        Kind::Presence => pusher
-            .with_conn(client.id, |c| {
-                let found = c.presence.iter().find(|(n, _)| **n == *channel);
-                found.map(|(_, user)| user.clone())
-            })
-            .flatten(),
+        Kind::Presence => conn
+            .presence
+            .iter()
+            .find(|(n, _)| **n == *channel)
+            .map(|(_, user)| user.clone()),
         _ => None,
     };
     let event = Event {

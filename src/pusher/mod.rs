@@ -1,6 +1,6 @@
 //! The Pusher Channels front: pusher-js, Laravel Echo and the Pusher server SDKs work
 //! against wspush unchanged. Protocol 7 over WebSocket at `/app/{key}` (a `Session` in
-//! `Mode::Pusher`, handled by [`protocol`] and `channels`), the signed HTTP API under `/apps/{id}`
+//! the Pusher [`front`], handled by [`protocol`] and `channels`), the signed HTTP API under `/apps/{id}`
 //! ([`api`]), per-app config ([`apps`]), signatures ([`auth`]), presence and cache channels
 //! ([`presence`]) and webhooks ([`webhooks`]).
 //!
@@ -13,29 +13,27 @@ pub mod api;
 pub mod apps;
 pub mod auth;
 mod channels;
+pub mod close;
+pub mod format;
+pub mod front;
 pub mod presence;
 pub mod protocol;
 pub mod webhooks;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use crate::broker::BrokerError;
 use crate::config::Config;
-use crate::http::AppState;
 use crate::hub::{ClientId, Event, Hub, Payload};
-use crate::limits::Bucket;
 use crate::ws::frame;
 pub use apps::{App, AppLimits, Apps, Tenant, Webhook};
+pub use front::{Conn, PusherFront};
 
-/// The Pusher routes, merged into `http::router`.
-pub fn router() -> Router<AppState> {
+/// The Pusher routes (their state: the front), merged into `http::router`.
+pub fn router(front: PusherFront) -> Router {
     Router::new()
         .route("/app/{key}", get(protocol::upgrade))
         .route("/apps/{app_id}/events", post(api::events))
@@ -52,6 +50,7 @@ pub fn router() -> Router<AppState> {
             "/users/{user_id}/terminate_connections",
             post(api::terminate_by_key),
         )
+        .with_state(front)
 }
 
 /// A connection's socket id, `^\d+\.\d+$`: the node and the node-local part of its client
@@ -134,32 +133,12 @@ pub fn frame(event: &str, channel: Option<&str>, data: Value) -> Bytes {
     frame::encode(frame::OP_TEXT, v.to_string().as_bytes())
 }
 
-/// One Pusher connection's state.
-#[derive(Debug)]
-pub struct Conn {
-    /// Its app.
-    pub tenant: Arc<Tenant>,
-    /// The user it signed in as.
-    pub user: Option<Arc<str>>,
-    /// The app's channel names it is subscribed to.
-    pub channels: Vec<Arc<str>>,
-    /// Its user id in each presence channel it joined (app channel name, user id).
-    pub presence: Vec<(Arc<str>, Arc<str>)>,
-    /// The client-event rate limit's bucket, made on the first client event.
-    pub events: Option<Box<Bucket>>,
-    /// The command budget's bucket (every message), made on the first message.
-    pub budget: Option<Box<Bucket>>,
-}
-
-const CONN_SHARDS: usize = 16;
-
 /// The Pusher front's state, shared by its handlers (`AppState::pusher`).
 pub struct Pusher {
     /// The configured apps.
     pub apps: Apps,
     /// The hub everything is published through.
     pub hub: Hub,
-    conns: Box<[Mutex<HashMap<ClientId, Conn>>]>,
     /// The last events of cache channels (presence members are in the broker's rooms).
     pub rooms: presence::Rooms,
     /// The webhook queue.
@@ -186,38 +165,10 @@ impl Pusher {
         Pusher {
             apps,
             hub,
-            conns: (0..CONN_SHARDS).map(|_| Mutex::default()).collect(),
             rooms: presence::Rooms::default(),
             webhooks,
             activity_timeout: config.ping_interval,
         }
-    }
-
-    fn shard(&self, id: ClientId) -> &Mutex<HashMap<ClientId, Conn>> {
-        &self.conns[(id.0 as usize) % CONN_SHARDS]
-    }
-
-    /// Records a new connection of `tenant`.
-    pub fn add_conn(&self, id: ClientId, tenant: Arc<Tenant>) {
-        let conn = Conn {
-            tenant,
-            user: None,
-            channels: Vec::new(),
-            presence: Vec::new(),
-            events: None,
-            budget: None,
-        };
-        self.shard(id).lock().insert(id, conn);
-    }
-
-    /// Runs `f` on a connection's state (`None` when it is unknown).
-    pub fn with_conn<T>(&self, id: ClientId, f: impl FnOnce(&mut Conn) -> T) -> Option<T> {
-        self.shard(id).lock().get_mut(&id).map(f)
-    }
-
-    /// Forgets a connection, returning its state.
-    pub fn remove_conn(&self, id: ClientId) -> Option<Conn> {
-        self.shard(id).lock().remove(&id)
     }
 
     /// The registry user a connection of `tenant` signed in as `user` is bound to (so

@@ -1,5 +1,5 @@
 //! Pusher protocol 7 over WebSocket: the `/app/{key}` upgrade (a `ws::Session` in
-//! `Mode::Pusher`), then each client event: ping/pong, subscribe/unsubscribe (with channel
+//! the Pusher front), then each client event: ping/pong, subscribe/unsubscribe (with channel
 //! auth and presence), sign-in and client events. Errors are `pusher:error` frames; the
 //! codes that end a connection go through `CloseReason`.
 
@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::header;
+use axum::response::Response;
 use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -19,13 +19,17 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use super::{channels, frame, socket_id, Pusher, Tenant};
-use crate::http::{ApiError, AppState};
-use crate::hub::{Client, Kind as DataKind, Mode, Payload};
+use super::close::PusherClose;
+use super::format::PUSHER;
+use super::front::{Conn, PusherFront};
+use super::{channels, frame, socket_id, Tenant};
+use crate::http::ApiError;
+use crate::hub::{Client, Kind as DataKind, Payload};
 use crate::limits::Bucket;
+use crate::model::Disconnect;
 use crate::protocol::compact;
-use crate::ws::close::CloseReason;
 use crate::ws::frame as wsframe;
+use crate::ws::Close;
 
 /// `?protocol=7&client=js&version=8.4.0`.
 #[derive(Debug, Default, Deserialize)]
@@ -55,7 +59,7 @@ pub(super) fn error_event(code: Option<u16>, message: &str) -> Bytes {
 /// key, disabled app, quota, protocol version) are answered after the upgrade with
 /// `pusher:error` and a close frame with the matching code.
 pub async fn upgrade(
-    State(app): State<AppState>,
+    State(front): State<PusherFront>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(key): Path<String>,
     Query(params): Query<ConnectParams>,
@@ -63,17 +67,12 @@ pub async fn upgrade(
 ) -> Result<Response, ApiError> {
     let headers = req.headers();
     let accept = crate::ws::accept_key(headers)?;
-    let pusher = app.pusher.clone();
-    let tenant = pusher.apps.by_key(&key).cloned();
-    let stats = &app.hub.registry().stats;
+    let tenant = front.pusher.apps.by_key(&key).cloned();
+    let stats = &front.hub.registry().stats;
     if let (Some(t), Some(origin)) = (&tenant, headers.get(header::ORIGIN)) {
         let origin = origin.to_str().unwrap_or_default();
         let allowed = &t.app.allowed_origins;
-        if !allowed.is_empty()
-            && !allowed
-                .iter()
-                .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
-        {
+        if !allowed.is_empty() && !crate::ws::origin_listed(origin, allowed) {
             stats.rejected_connections.fetch_add(1, Relaxed);
             return Err(ApiError::Denied(format!(
                 "origin {origin} is not allowed: add it to allowed_origins of app {}",
@@ -85,85 +84,89 @@ pub async fn upgrade(
         .extensions_mut()
         .remove::<OnUpgrade>()
         .ok_or(ApiError::UpgradeRequired)?;
-    let tracker = app.shutdown.tracker.clone();
-    match app.limits.admit(peer.ip()) {
-        Err(_) => {
+    let tracker = front.shutdown.tracker.clone();
+    // Problems the protocol reports in-band get no session: the frames are written
+    // straight to the upgraded socket.
+    let refusal = match (&tenant, params.protocol.as_deref()) {
+        (None, _) => Some(PusherClose::UnknownApp),
+        (Some(t), _) if !t.app.enabled => Some(PusherClose::AppDisabled),
+        (_, None) => Some(PusherClose::NoProtocol),
+        (_, Some(p)) if !matches!(p, "5" | "6" | "7") => Some(PusherClose::UnsupportedProtocol),
+        _ => None,
+    };
+    match (refusal, tenant, front.limits.admit(peer.ip())) {
+        (Some(refusal), _, _) => {
+            tracker.spawn(refuse(on_upgrade, refusal));
+        }
+        (None, _, Err(_)) => {
             stats.rejected_connections.fetch_add(1, Relaxed);
-            tracker.spawn(refuse(on_upgrade, CloseReason::PusherOverCapacity));
+            tracker.spawn(refuse(on_upgrade, PusherClose::OverCapacity));
         }
-        Ok(permit) => {
-            let client = app.hub.registry().register(Mode::Pusher, peer, None);
-            let refusal = match (&tenant, params.protocol.as_deref()) {
-                (None, _) => Some(CloseReason::PusherUnknownApp),
-                (Some(t), _) if !t.app.enabled => Some(CloseReason::PusherAppDisabled),
-                (_, None) => Some(CloseReason::PusherNoProtocol),
-                (_, Some(p)) if !matches!(p, "5" | "6" | "7") => {
-                    Some(CloseReason::PusherUnsupportedProtocol)
-                }
-                (Some(t), _) => admit(&pusher, &client, t.clone()),
-            };
-            if let Some(reason) = refusal {
-                client.close(reason);
+        (None, Some(tenant), Ok(permit)) => match admit(&front, tenant) {
+            Err(refusal) => {
+                tracker.spawn(refuse(on_upgrade, refusal));
             }
-            tracker.spawn(crate::ws::start_session(
-                app.clone(),
-                client,
-                permit,
-                on_upgrade,
-            ));
-        }
+            Ok(conn) => {
+                let client = front.hub.registry().register(&PUSHER, peer, None);
+                welcome(&front, &client, &conn);
+                let session =
+                    crate::ws::start_session(front.clone(), conn, client, permit, on_upgrade);
+                tracker.spawn(session);
+            }
+        },
+        (None, None, Ok(_)) => unreachable!("no app is a refusal"),
     }
-    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    let h = resp.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).expect("base64 is a header value"),
-    );
-    Ok(resp)
+    Ok(crate::ws::switching_protocols(&accept))
 }
 
-/// Takes a connection into its app: quota, `connection_established`, sign-in deadline.
-fn admit(pusher: &Arc<Pusher>, client: &Arc<Client>, tenant: Arc<Tenant>) -> Option<CloseReason> {
+/// Takes a connection into its app: the quota.
+fn admit(front: &PusherFront, tenant: Arc<Tenant>) -> Result<Conn, PusherClose> {
     let max = tenant.app.max_connections;
     if tenant.connections.fetch_add(1, Relaxed) >= max && max > 0 {
         tenant.connections.fetch_sub(1, Relaxed);
-        return Some(CloseReason::PusherOverQuota);
+        return Err(PusherClose::OverQuota);
     }
+    let _ = front;
+    Ok(Conn::new(tenant))
+}
+
+/// `pusher:connection_established`, and the sign-in deadline when the app wants one.
+fn welcome(front: &PusherFront, client: &Arc<Client>, conn: &Conn) {
     let data = json!({
         "socket_id": socket_id(client.id),
-        "activity_timeout": pusher.activity_timeout,
+        "activity_timeout": front.pusher.activity_timeout,
     });
     client.push(frame(
         "pusher:connection_established",
         None,
         data.to_string().into(),
     ));
-    if tenant.app.user_authentication {
-        let (pusher, client) = (pusher.clone(), client.clone());
-        let wait = Duration::from_secs(tenant.app.user_authentication_timeout);
+    let app = &conn.tenant.app;
+    if app.user_authentication {
+        let client = client.clone();
+        let wait = Duration::from_secs(app.user_authentication_timeout);
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            let signed_in = pusher.with_conn(client.id, |c| c.user.is_some());
-            if signed_in == Some(false) {
-                client.close(CloseReason::PusherUnauthorized);
+            if client.user().is_none() {
+                client.close(Disconnect::Unauthorized);
             }
         });
     }
-    pusher.add_conn(client.id, tenant);
-    None
 }
 
-/// Over capacity: no session, no permit; the frames are written straight to the socket.
-async fn refuse(on_upgrade: OnUpgrade, reason: CloseReason) {
+/// A refused connection (no session, no permit): `pusher:error` and the close frame are
+/// written straight to the socket.
+async fn refuse(on_upgrade: OnUpgrade, reason: PusherClose) {
     let Ok(upgraded) = on_upgrade.await else {
         return;
     };
     let mut io = TokioIo::new(upgraded);
-    let code = reason.code().expect("pusher reasons have codes");
-    let _ = io.write_all(&error_frame(code, reason.text())).await;
-    let _ = io.write_all(&wsframe::close(code, reason.text())).await;
+    let _ = io
+        .write_all(&error_frame(reason.code(), reason.text()))
+        .await;
+    let _ = io
+        .write_all(&wsframe::close(reason.code(), reason.text()))
+        .await;
     let _ = io.shutdown().await;
 }
 
@@ -218,7 +221,7 @@ pub fn event_data(data: Option<&RawValue>) -> Value {
 }
 
 /// The message of a `pusher:error` for a connection over its command budget.
-fn over_budget(app: &AppState) -> String {
+fn over_budget(app: &crate::state::Shared) -> String {
     format!(
         "Too many messages: the budget is {} per second (burst {}); presence subscribes and unsubscribes cost {}",
         app.config.command_rate,
@@ -227,26 +230,21 @@ fn over_budget(app: &AppState) -> String {
     )
 }
 
-/// Handles one frame from a Pusher client; a close reason ends the connection.
-pub async fn handle(app: &AppState, client: &Arc<Client>, payload: Payload) -> Option<CloseReason> {
-    let pusher = &app.pusher;
+/// Handles one frame from a Pusher client; a close ends the connection.
+pub async fn handle(
+    front: &PusherFront,
+    conn: &mut Conn,
+    client: &Arc<Client>,
+    payload: Payload,
+) -> Option<Close> {
+    let (app, pusher) = (&front.app, &front.pusher);
     let registry = app.hub.registry();
     let reply = |f: Bytes| {
         registry.push_frame(client, f);
     };
     let (rate, burst) = app.config.command_budget();
-    let charge = |cost: f64| {
-        pusher
-            .with_conn(client.id, |c| {
-                Bucket::take_from(&mut c.budget, cost, rate, burst)
-            })
-            .unwrap_or(false)
-    };
-    let Some(tenant) = pusher.with_conn(client.id, |c| c.tenant.clone()) else {
-        return None; // being refused: ignore what it sends
-    };
     // Every message costs budget, checked before it is parsed.
-    if !charge(1.0) {
+    if !Bucket::take_from(&mut conn.budget, 1.0, rate, burst) {
         registry.stats.rate_limited.fetch_add(1, Relaxed);
         reply(error_event(Some(4301), &over_budget(app)));
         return None;
@@ -278,20 +276,21 @@ pub async fn handle(app: &AppState, client: &Arc<Client>, payload: Payload) -> O
         let channel = data["channel"].as_str();
         // A presence join or leave is announced to every member: it costs more.
         let presence = channel.is_some_and(|c| c.starts_with("presence-"));
-        if presence && !charge(crate::ws::PRESENCE_COST - 1.0) {
+        let extra = crate::ws::PRESENCE_COST - 1.0;
+        if presence && !Bucket::take_from(&mut conn.budget, extra, rate, burst) {
             registry.stats.rate_limited.fetch_add(1, Relaxed);
             reply(error_event(Some(4301), &over_budget(app)));
         } else if event == "pusher:subscribe" {
-            channels::subscribe(pusher, client, &tenant, data).await;
+            channels::subscribe(pusher, conn, client, data).await;
         } else if let Some(channel) = channel {
-            channels::unsubscribe(pusher, client, &tenant, channel).await;
+            channels::unsubscribe(pusher, conn, client, channel).await;
         }
         return None;
     }
     match event {
         "pusher:ping" => reply(frame("pusher:pong", None, "{}".into())),
         "pusher:pong" => {}
-        "pusher:signin" => channels::signin(pusher, client, &tenant, event_data(msg.data)),
+        "pusher:signin" => channels::signin(pusher, conn, client, event_data(msg.data)),
         name if name.starts_with("client-") => {
             // Checked by the rules of a `Value` and made compact, without a tree.
             let payload = match msg.data.map(compact::compact).transpose() {
@@ -302,7 +301,7 @@ pub async fn handle(app: &AppState, client: &Arc<Client>, payload: Payload) -> O
                     return None;
                 }
             };
-            channels::client_event(pusher, client, &tenant, name, msg.channel, payload).await
+            channels::client_event(pusher, conn, client, name, msg.channel, payload).await
         }
         name if name.starts_with("pusher:") => {}
         name => reply(error_event(None, &format!("unknown event {name:?}"))),
@@ -311,13 +310,9 @@ pub async fn handle(app: &AppState, client: &Arc<Client>, payload: Payload) -> O
 }
 
 /// After the session ended (and the hub forgot the client): leaves every channel.
-pub async fn closed(app: &AppState, client: &Arc<Client>) {
-    let pusher = &app.pusher;
-    let Some(conn) = pusher.remove_conn(client.id) else {
-        return;
-    };
+pub async fn closed(front: &PusherFront, conn: Conn, client: &Arc<Client>) {
     conn.tenant.connections.fetch_sub(1, Relaxed);
     for channel in &conn.channels {
-        channels::left(pusher, client, &conn.tenant, channel).await;
+        channels::left(&front.pusher, client, &conn.tenant, channel).await;
     }
 }

@@ -1,10 +1,28 @@
-//! `CloseReason`: the one place WebSocket close codes are chosen.
+//! `Close`: how a WebSocket connection closes, and `CloseReason`, the close codes of the
+//! native fronts (raw and JSON mode) and of the WebSocket framing itself. Each front has
+//! its own codes (the Pusher front's are in `crate::pusher::close`).
 
-/// Why the server closes a WebSocket connection. Each variant maps to exactly one
-/// RFC 6455 close code.
+use crate::model::Disconnect;
+
+/// How a connection closes: a close frame with `code` and `text`, or (code `None`) TCP
+/// dropped with no frame. `fail`: the peer broke the protocol, so the server closes TCP
+/// right after its close frame instead of waiting for the peer's answer (RFC 6455
+/// "fail the connection").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Close {
+    /// The close code; `None` drops the connection without a frame.
+    pub code: Option<u16>,
+    /// The short human-readable reason.
+    pub text: &'static str,
+    /// Close TCP at once after the frame.
+    pub fail: bool,
+}
+
+/// Why the server closes a native (raw or JSON mode) connection, or any connection whose
+/// framing is broken. Each variant maps to exactly one close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
-    /// 1000: the peer asked to close, or the session ended normally.
+    /// 1000: the session ended normally.
     Normal,
     /// 1001: the server is shutting down.
     GoingAway,
@@ -13,42 +31,21 @@ pub enum CloseReason {
     Protocol,
     /// 1007: a text message or close reason that is not valid UTF-8.
     InvalidPayload,
-    /// 1008: the peer broke a policy (too many protocol errors, rate limit, kicked by the API).
+    /// 1008: the peer broke a policy (too many protocol errors, rate limit).
     Policy,
     /// 1008: disconnected by an operator (HTTP API `DELETE /api/clients/{id}`).
     Kicked,
-    /// 1012: the channel's offsets restarted (a new epoch, e.g. the cluster's Redis
-    /// restarted empty): reconnect and recover (`history_gone` tells what was lost).
-    Resync,
-    /// 4001: the client's token expired and was not refreshed.
-    TokenExpired,
     /// 1009: a message larger than the configured maximum.
     TooBig,
     /// 1011: an internal error on our side.
     Internal,
+    /// 1012: the channel's offsets restarted (a new epoch, e.g. the cluster's Redis
+    /// restarted empty): reconnect and recover (`history_gone` tells what was lost).
+    Resync,
     /// 1013: the client does not read fast enough; its send queue overflowed.
     SlowConsumer,
-    /// 4001 (Pusher): no app has the key in `/app/{key}`.
-    PusherUnknownApp,
-    /// 4003 (Pusher): the app is disabled.
-    PusherAppDisabled,
-    /// 4004 (Pusher): the app is over its connection quota (`max_connections`).
-    PusherOverQuota,
-    /// 4007 (Pusher): a protocol version we do not speak (`?protocol=` not 5 to 7).
-    PusherUnsupportedProtocol,
-    /// 4008 (Pusher): no `?protocol=` version given.
-    PusherNoProtocol,
-    /// 4009 (Pusher): the app requires user authentication and the connection did not
-    /// sign in in time.
-    PusherUnauthorized,
-    /// 4009 (Pusher): the user's connections were terminated through the HTTP API.
-    PusherTerminated,
-    /// 4100 (Pusher): the server is over capacity; reconnect after a back-off.
-    PusherOverCapacity,
-    /// 4200 (Pusher): the server is shutting down; reconnect (elsewhere) now.
-    PusherGoingAway,
-    /// 4201 (Pusher): the connection did not answer `pusher:ping` in time.
-    PusherPongTimeout,
+    /// 4001: the client's token expired and was not refreshed.
+    TokenExpired,
     /// No close frame can be sent (the peer vanished or stopped answering pings):
     /// the TCP connection is dropped.
     Abort,
@@ -65,29 +62,11 @@ impl CloseReason {
             CloseReason::Policy | CloseReason::Kicked => 1008,
             CloseReason::TooBig => 1009,
             CloseReason::Internal => 1011,
-            CloseReason::SlowConsumer => 1013,
             CloseReason::Resync => 1012,
+            CloseReason::SlowConsumer => 1013,
             CloseReason::TokenExpired => 4001,
-            CloseReason::PusherUnknownApp => 4001,
-            CloseReason::PusherAppDisabled => 4003,
-            CloseReason::PusherOverQuota => 4004,
-            CloseReason::PusherUnsupportedProtocol => 4007,
-            CloseReason::PusherNoProtocol => 4008,
-            CloseReason::PusherUnauthorized | CloseReason::PusherTerminated => 4009,
-            CloseReason::PusherOverCapacity => 4100,
-            CloseReason::PusherGoingAway => 4200,
-            CloseReason::PusherPongTimeout => 4201,
             CloseReason::Abort => return None,
         })
-    }
-
-    /// True when the peer broke the protocol: the server closes TCP right after its close
-    /// frame instead of waiting for the peer's answer (RFC 6455 "fail the connection").
-    pub fn fails_connection(self) -> bool {
-        matches!(
-            self,
-            CloseReason::Protocol | CloseReason::InvalidPayload | CloseReason::TooBig
-        )
     }
 
     /// A short human-readable reason sent in the close frame.
@@ -104,17 +83,42 @@ impl CloseReason {
             CloseReason::SlowConsumer => "send queue overflow: client too slow",
             CloseReason::Resync => "channel offsets restarted; reconnect",
             CloseReason::TokenExpired => "token expired",
-            CloseReason::PusherUnknownApp => "App key not in this cluster",
-            CloseReason::PusherAppDisabled => "App disabled",
-            CloseReason::PusherOverQuota => "App over connection quota",
-            CloseReason::PusherUnsupportedProtocol => "Unsupported protocol version",
-            CloseReason::PusherNoProtocol => "No protocol version supplied",
-            CloseReason::PusherUnauthorized => "Connection not authorized within timeout",
-            CloseReason::PusherTerminated => "Connections of this user were terminated",
-            CloseReason::PusherOverCapacity => "Over capacity",
-            CloseReason::PusherGoingAway => "Server shutting down; reconnect",
-            CloseReason::PusherPongTimeout => "Pong reply not received",
             CloseReason::Abort => "",
         }
+    }
+
+    /// The native close of a hub disconnect reason.
+    pub fn of(reason: Disconnect) -> CloseReason {
+        match reason {
+            Disconnect::ShuttingDown => CloseReason::GoingAway,
+            Disconnect::SlowConsumer => CloseReason::SlowConsumer,
+            Disconnect::Kicked | Disconnect::Terminated | Disconnect::Unauthorized => {
+                CloseReason::Kicked
+            }
+            Disconnect::TokenExpired => CloseReason::TokenExpired,
+            Disconnect::PongTimeout => CloseReason::Abort,
+            Disconnect::Resync => CloseReason::Resync,
+            Disconnect::Policy => CloseReason::Policy,
+        }
+    }
+}
+
+impl From<CloseReason> for Close {
+    fn from(reason: CloseReason) -> Close {
+        Close {
+            code: reason.code(),
+            text: reason.text(),
+            fail: matches!(
+                reason,
+                CloseReason::Protocol | CloseReason::InvalidPayload | CloseReason::TooBig
+            ),
+        }
+    }
+}
+
+impl Close {
+    /// The slow-consumer close: the frame in progress is finished, the rest dropped.
+    pub fn is_slow_consumer(self) -> bool {
+        self.code == Some(1013)
     }
 }

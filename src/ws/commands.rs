@@ -10,10 +10,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::access::{self, Action, Asker};
 use crate::auth::{AuthError, Grant};
 use crate::broker::{Position, SubscribeError};
-use crate::http::AppState;
 use crate::hub::{Client, Payload};
 use crate::limits::Bucket;
 use crate::protocol::json::{self, Command, Error, Op};
+use crate::state::AppState;
 
 fn fields(value: Value) -> Map<String, Value> {
     match value {
@@ -28,7 +28,7 @@ fn position_fields(p: &Position) -> Map<String, Value> {
 
 /// Per-connection JSON-mode state.
 #[derive(Debug, Default)]
-pub(super) struct JsonState {
+pub struct JsonState {
     /// Commands seen so far.
     commands: u32,
     /// Malformed or refused commands so far.

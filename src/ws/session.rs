@@ -8,19 +8,16 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::limits::{Bucket, Permit};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::close::CloseReason;
-use super::commands::{self, JsonState};
+use super::close::Close;
 use super::frame::{self, Decoder, Incoming};
+use super::front::Front;
 use super::transport::Transport;
-use crate::http::AppState;
-use crate::hub::{Client, Kind, Mode, Payload};
-use crate::protocol::json;
-use serde_json::Value;
+use crate::hub::{Client, Kind, Payload};
+use crate::limits::Permit;
 
 /// Bytes read from a socket per `read` call; the buffer is per thread, not per connection.
 const READ_BUF: usize = 64 * 1024;
@@ -34,39 +31,39 @@ thread_local! {
 /// How a session's main loop ended.
 #[derive(Debug)]
 enum End {
-    /// We close: send a close frame with this reason (or just drop for `Abort`).
-    Close(CloseReason),
+    /// We close: send this close frame (or just drop when it has no code).
+    Close(Close),
     /// The client sent a close frame (with this code): answer it.
     ClientClosed(Option<u16>),
     /// The socket failed or hit EOF: nothing more can be sent.
     Gone,
 }
 
-/// A live WebSocket connection.
-pub struct Session<T> {
+/// A live WebSocket connection of front `F`.
+pub struct Session<T, F: Front> {
     /// Shared with the client's outbox while the fan-out flusher may write to it.
     stream: Arc<T>,
     client: Arc<Client>,
-    app: AppState,
+    front: F,
+    conn: F::Conn,
     decoder: Decoder,
     pending: VecDeque<Bytes>,
-    json: JsonState,
     _permit: Permit,
 }
 
-impl<T: Transport> Session<T> {
+impl<T: Transport, F: Front> Session<T, F> {
     /// A session for an upgraded stream.
-    pub fn new(stream: T, client: Arc<Client>, app: AppState, permit: Permit) -> Self {
-        let decoder = Decoder::new(app.config.max_message_size);
+    pub fn new(stream: T, client: Arc<Client>, front: F, conn: F::Conn, permit: Permit) -> Self {
+        let decoder = Decoder::new(front.app().config.max_message_size);
         let stream = Arc::new(stream);
         client.attach(stream.clone());
         Session {
             stream,
             client,
-            app,
+            front,
+            conn,
             decoder,
             pending: VecDeque::new(),
-            json: JsonState::default(),
             _permit: permit,
         }
     }
@@ -86,16 +83,14 @@ impl<T: Transport> Session<T> {
             tracing::debug!(client = %self.client.id, ?end, "session ends");
             // Futures used once or rarely are boxed: an idle session's task stays small.
             Box::pin(self.finish(end)).await;
-            Box::pin(Self::abandon(&self.app, &self.client)).await;
-        }
-    }
-
-    /// Forgets a client whose connection ended (or never started): the hub's indexes,
-    /// presence, and the protocol front's own state.
-    pub async fn abandon(app: &AppState, client: &Arc<Client>) {
-        app.hub.disconnect(client).await;
-        if client.mode == Mode::Pusher {
-            crate::pusher::protocol::closed(app, client).await;
+            let Session {
+                client,
+                front,
+                conn,
+                ..
+            } = self;
+            front.app().hub.disconnect(&client).await;
+            Box::pin(front.closed(conn, &client)).await;
         }
     }
 
@@ -107,7 +102,7 @@ impl<T: Transport> Session<T> {
                 return end;
             }
             if let Err(reason) = decoded {
-                return End::Close(reason);
+                return End::Close(reason.into());
             }
         }
         loop {
@@ -117,7 +112,7 @@ impl<T: Transport> Session<T> {
                 Ok((written, close)) => {
                     self.count_out(written);
                     if let Some(reason) = close {
-                        return End::Close(reason);
+                        return End::Close(self.front.close(reason));
                     }
                 }
                 Err(_) => return End::Gone,
@@ -139,7 +134,7 @@ impl<T: Transport> Session<T> {
                     // bounds then cut a slow client off); only a close request is taken.
                     if writing {
                         if let Some(reason) = self.client.close_requested() {
-                            return End::Close(reason);
+                            return End::Close(self.front.close(reason));
                         }
                     }
                 }
@@ -154,7 +149,8 @@ impl<T: Transport> Session<T> {
 
     fn count_out(&self, written: usize) {
         if written > 0 {
-            self.app
+            self.front
+                .app()
                 .hub
                 .registry()
                 .stats
@@ -171,12 +167,8 @@ impl<T: Transport> Session<T> {
             match self.stream.try_read(&mut buf) {
                 Ok(0) => Err(End::Gone),
                 Ok(n) => {
-                    self.app
-                        .hub
-                        .registry()
-                        .stats
-                        .bytes_in
-                        .fetch_add(n as u64, Relaxed);
+                    let stats = &self.front.app().hub.registry().stats;
+                    stats.bytes_in.fetch_add(n as u64, Relaxed);
                     Ok(self.decoder.feed(&mut buf[..n], &mut events))
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Ok(())),
@@ -188,13 +180,13 @@ impl<T: Transport> Session<T> {
             Err(end) => return Some(end),
         };
         if !events.is_empty() {
-            let registry = self.app.hub.registry();
+            let registry = self.front.app().hub.registry();
             self.client.seen(registry.now());
         }
         if let Some(end) = self.handle(events).await {
             return Some(end);
         }
-        decoded.err().map(End::Close)
+        decoded.err().map(|reason| End::Close(reason.into()))
     }
 
     /// Acts on decoded events in order.
@@ -218,100 +210,11 @@ impl<T: Transport> Session<T> {
                 Incoming::Pong => continue,
                 Incoming::Close(code) => return Some(End::ClientClosed(code)),
             };
-            if self.client.mode == Mode::Pusher {
-                if let Some(reason) = Box::pin(crate::pusher::protocol::handle(
-                    &self.app,
-                    &self.client,
-                    payload,
-                ))
-                .await
-                {
-                    return Some(End::Close(reason));
-                }
-                continue;
-            }
-            if self.client.mode == Mode::Json {
-                if let Some(end) = Box::pin(self.command(payload)).await {
-                    return Some(end);
-                }
-                continue;
-            }
-            let upstream = &self.app.upstream;
-            if upstream.echoes() {
-                self.app
-                    .hub
-                    .registry()
-                    .stats
-                    .upstream_messages
-                    .fetch_add(1, Relaxed);
-                self.client.push_own(payload.raw_frame());
-                continue;
-            }
-            // Republishing and webhooks are work for others: they cost command budget,
-            // and a raw client (which has no error replies) that overspends is closed.
-            let (rate, burst) = self.app.config.command_budget();
-            if upstream.costs_budget()
-                && !Bucket::take_from(&mut self.json.budget, 1.0, rate, burst)
+            let front = &self.front;
+            if let Some(close) =
+                Box::pin(front.message(&mut self.conn, &self.client, payload)).await
             {
-                self.app
-                    .hub
-                    .registry()
-                    .stats
-                    .rate_limited
-                    .fetch_add(1, Relaxed);
-                return Some(End::Close(CloseReason::Policy));
-            }
-            if let Some(reply) = Box::pin(upstream.handle(self.client.id, &payload)).await {
-                self.client.push_own(reply.raw_frame());
-            }
-        }
-        None
-    }
-
-    /// Runs one JSON-mode command; too many malformed ones close the connection (1008).
-    async fn command(&mut self, payload: Payload) -> Option<End> {
-        let (rate, burst) = self.app.config.command_budget();
-        let limit = self.app.config.command_size_limit();
-        let result = if !Bucket::take_from(&mut self.json.budget, 1.0, rate, burst) {
-            // Refused before parsing: a flood costs the server as little as possible.
-            let stats = &self.app.hub.registry().stats;
-            stats.rate_limited.fetch_add(1, Relaxed);
-            Err((Value::Null, commands::over_budget(&self.app)))
-        } else if payload.kind == Kind::Binary {
-            Err((
-                Value::Null,
-                json::Error::new("bad_request", "binary frames are not wspush.v1 commands"),
-            ))
-        } else if payload.data.len() > limit {
-            // issue #12 item 9: refused unread (so its id is unknown).
-            let message = format!(
-                "the command is {} bytes; the limit is {limit} (max_command_size)",
-                payload.data.len()
-            );
-            Err((Value::Null, json::Error::new("too_large", message)))
-        } else {
-            match json::parse(&payload.data) {
-                Ok(cmd) => {
-                    let id = cmd.id.clone();
-                    commands::execute(&self.app, &self.client, &mut self.json, cmd)
-                        .await
-                        .map_err(|e| (id, e))
-                }
-                Err(rejected) => Err(*rejected),
-            }
-        };
-        let (id, err) = result.err()?;
-        self.app
-            .hub
-            .registry()
-            .push_frame(&self.client, json::error(&id, &err));
-        if err.code == "unauthorized" {
-            return Some(End::Close(CloseReason::Policy));
-        }
-        if err.is_protocol_error() {
-            self.json.protocol_errors += 1;
-            if self.json.protocol_errors > self.app.config.max_protocol_errors {
-                return Some(End::Close(CloseReason::Policy));
+                return Some(End::Close(close));
             }
         }
         None
@@ -339,7 +242,8 @@ impl<T: Transport> Session<T> {
         // From here on only the session writes (and the socket closes with it).
         self.client.detach();
         match end {
-            End::Gone | End::Close(CloseReason::Abort) => {}
+            End::Gone => {}
+            End::Close(Close { code: None, .. }) => {}
             End::ClientClosed(code) => {
                 let reply = match code {
                     Some(code) => frame::close(code, ""),
@@ -350,40 +254,36 @@ impl<T: Transport> Session<T> {
                 self.pending.push_back(reply);
                 self.flush(Instant::now() + CLOSE_WAIT).await;
             }
-            End::Close(mut reason) => {
-                if self.client.mode == Mode::Pusher && reason == CloseReason::GoingAway {
-                    reason = CloseReason::PusherGoingAway;
-                }
+            End::Close(close) => {
+                let code = close.code.expect("matched above");
                 // How long the client has to take the close frame (and answer it).
-                let wait = if reason == CloseReason::SlowConsumer {
+                let slow = close.is_slow_consumer();
+                let wait = if slow {
                     // The client is not reading: what is queued is given up, not waited
                     // for, except the rest of a frame already partly written (issue #12).
                     self.client.give_up(&mut self.pending);
-                    Duration::from_secs(self.app.config.slow_close_grace)
+                    Duration::from_secs(self.front.app().config.slow_close_grace)
                 } else {
                     // Flush what was queued before the close (e.g. the error replies).
                     self.client.drain(&mut self.pending);
                     CLOSE_WAIT
                 };
-                let code = reason.code().expect("only Abort has no code");
-                if self.client.mode == Mode::Pusher && code >= 4000 {
-                    // Pusher clients learn why from a `pusher:error` before the close frame.
-                    self.pending
-                        .push_back(crate::pusher::protocol::error_frame(code, reason.text()));
+                if let Some(farewell) = self.front.farewell(close) {
+                    self.pending.push_back(farewell);
                 }
-                self.pending.push_back(frame::close(code, reason.text()));
+                self.pending.push_back(frame::close(code, close.text));
                 let mut deadline = Instant::now() + wait;
                 if !self.flush(deadline).await {
                     return;
                 }
-                if reason.fails_connection() {
+                if close.fail {
                     // Failing the connection: we close TCP first, then let the peer finish.
                     if let Some(stream) = Arc::get_mut(&mut self.stream) {
                         let _ = stream.shutdown().await;
                     }
                 }
                 // A slow consumer's grace covers both; other closes wait afresh.
-                if reason != CloseReason::SlowConsumer {
+                if !slow {
                     deadline = Instant::now() + CLOSE_WAIT;
                 }
                 self.await_close(deadline).await;
