@@ -294,16 +294,13 @@ async fn run(hub: &Hub, console: &Console, cmd: Command) -> bool {
     match cmd {
         Command::Nothing => {}
         Command::All(text) => match hub.publish(ALL, Payload::text(text)).await {
-            Ok(_) => say(format!(
-                "sent to {} clients",
-                hub.registry().stats.connections()
-            )),
+            Ok(_) => say(format!("sent to {} clients", hub.stats().connections())),
             Err(e) => say(format!("error: {e}")),
         },
         Command::Channel(channel, text) => match hub.publish(&channel, Payload::text(text)).await {
             Ok(offset) => say(format!(
                 "published to #{channel} (offset {offset}, {} local subscribers)",
-                hub.registry().subscriber_count(&channel)
+                hub.subscriber_count(&channel)
             )),
             Err(e) => say(format!("error: {e}")),
         },
@@ -316,21 +313,18 @@ async fn run(hub: &Hub, console: &Console, cmd: Command) -> bool {
             },
         },
         Command::Clients => {
-            let clients = hub.registry().clients();
+            let clients = hub.client_list();
             say(format!("{} clients", clients.len()));
             for c in clients {
-                let chans: Vec<_> = c.channels().iter().map(|s| s.to_string()).collect();
+                let (id, format, remote) = (c.id, c.format, c.remote);
                 say(format!(
-                    "  {} {} {} [{}]",
-                    c.id,
-                    c.format.name,
-                    c.remote,
-                    chans.join(",")
+                    "  {id} {format} {remote} [{}]",
+                    c.channels.join(",")
                 ));
             }
         }
         Command::Channels => {
-            let channels = hub.registry().channels();
+            let channels = hub.channel_list();
             say(format!("{} channels", channels.len()));
             for (name, n) in channels {
                 say(format!("  #{name} {n} subscribers"));

@@ -40,6 +40,8 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod console;
+pub mod error;
+pub mod frame;
 pub mod http;
 pub mod hub;
 pub mod limits;

@@ -28,6 +28,32 @@ impl std::str::FromStr for ClientId {
     }
 }
 
+/// The pseudo-channel that addresses every connected client.
+pub const ALL: &str = "*";
+
+/// Checks a native channel name a client or API caller gave: 1 to 200 bytes, no
+/// whitespace, comma or control character, and not `*`.
+pub fn valid_channel(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("channel name is empty".into());
+    }
+    if name.len() > 200 {
+        return Err("channel name longer than 200 bytes".into());
+    }
+    if name == ALL {
+        return Err("'*' is not a channel; use broadcast".into());
+    }
+    if name
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == ',')
+    {
+        return Err(format!(
+            "channel name {name:?} holds whitespace, a comma or a control character"
+        ));
+    }
+    Ok(())
+}
+
 /// Why the hub (or an operator, or a broker) ends a client's connection. Each front
 /// maps a reason to its own close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

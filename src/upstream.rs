@@ -115,7 +115,7 @@ impl Upstream {
     /// Shows a client's message on the console and hands it to the handler; a reply for
     /// the client (webhook answers) is returned.
     pub async fn handle(&self, client: ClientId, payload: &Payload) -> Option<Payload> {
-        let stats = &self.hub.registry().stats;
+        let stats = &self.hub.stats();
         stats.upstream_messages.fetch_add(1, Relaxed);
         self.console.upstream(client, payload);
         match &self.spec {

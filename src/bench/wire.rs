@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::ws::frame;
+use crate::frame;
 
 /// Bytes read per `try_read`; one buffer per thread, not per connection.
 const READ_BUF: usize = 128 * 1024;

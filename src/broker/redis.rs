@@ -26,8 +26,7 @@ use super::{
     check_since, Broker, BrokerError, History, Member, Occupancy, Position, Ready, RoomLeft, Since,
     SubscribeError,
 };
-use crate::hub::ALL;
-use crate::model::{ClientId, Disconnect, Event, Kind, Message, Payload};
+use crate::model::{ClientId, Disconnect, Event, Kind, Message, Payload, ALL};
 use crate::namespace::Namespaces;
 use crate::shard::fnv;
 

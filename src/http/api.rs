@@ -6,9 +6,9 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::error::{ApiError, Json, Query};
 use super::AppState;
 use crate::broker::{Since, SubscribeError};
+use crate::error::{ApiError, Json, Query};
 use crate::hub::{ClientId, Disconnect, Payload, ALL};
 use crate::protocol::json::MAX_HISTORY_LIMIT;
 use crate::upstream::decode_base64;
@@ -121,8 +121,7 @@ pub async fn send(State(app): State<AppState>, Json(req): Json<Send>) -> Answer 
 pub async fn channels(State(app): State<AppState>) -> Answer {
     let list: Vec<Value> = app
         .hub
-        .registry()
-        .channels()
+        .channel_list()
         .into_iter()
         .map(|(name, n)| json!({ "channel": &*name, "subscribers": n }))
         .collect();
@@ -133,12 +132,11 @@ pub async fn channels(State(app): State<AppState>) -> Answer {
 pub async fn clients(State(app): State<AppState>) -> Answer {
     let list: Vec<Value> = app
         .hub
-        .registry()
-        .clients()
+        .client_list()
         .into_iter()
         .map(|c| {
-            let channels: Vec<String> = c.channels().iter().map(|s| s.to_string()).collect();
-            json!({ "id": c.id.to_string(), "mode": c.format.name, "remote": c.remote.to_string(), "channels": channels })
+            let channels: Vec<&str> = c.channels.iter().map(|s| &**s).collect();
+            json!({ "id": c.id.to_string(), "mode": c.format, "remote": c.remote.to_string(), "channels": channels })
         })
         .collect();
     Ok(axum::Json(json!({ "clients": list })))
@@ -203,7 +201,6 @@ pub async fn disconnect(State(app): State<AppState>, Path(id): Path<String>) -> 
         .map_err(|_| ApiError::BadRequest(format!("'{id}' is not a client id (c-N)")))?;
     let client = app
         .hub
-        .registry()
         .client(cid)
         .ok_or_else(|| ApiError::NotFound(format!("no client {cid}")))?;
     client.close(Disconnect::Kicked);

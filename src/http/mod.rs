@@ -3,7 +3,6 @@
 //! only), whose bodies are read bounded in size and time.
 
 mod api;
-mod error;
 
 use std::net::SocketAddr;
 
@@ -19,9 +18,9 @@ use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::config::Config;
+pub use crate::error::{ApiError, Json};
 use crate::net::{self, Remote};
 pub use crate::state::{AppState, Shared};
-pub use error::{ApiError, Json};
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 /// The browser library as a classic script (defines `globalThis.wspush`).
@@ -108,7 +107,7 @@ async fn healthz(State(app): State<AppState>) -> impl IntoResponse {
     let body = axum::Json(serde_json::json!({
         "status": if healthy { "ok" } else { "degraded" },
         "broker": if healthy { "ok" } else { "unavailable" },
-        "connections": app.hub.registry().stats.connections(),
+        "connections": app.hub.stats().connections(),
     }));
     (status, body)
 }

@@ -12,15 +12,25 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::broker::{Broker, BrokerError, History, Member, Position, Ready, Since, SubscribeError};
-pub use crate::model::{ClientId, Disconnect, Event, Format, Kind, Message, Payload};
+pub use crate::model::{ClientId, Disconnect, Event, Format, Kind, Message, Payload, ALL};
 use crate::namespace::Namespaces;
 pub use client::{Client, Pushed, QueueLimits};
 pub use coalesce::Coalescer;
 pub use registry::Registry;
 pub use stats::Stats;
 
-/// The pseudo-channel that addresses every connected client.
-pub const ALL: &str = "*";
+/// A client as the console and the API list it.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// Its id.
+    pub id: ClientId,
+    /// Its wire format's name.
+    pub format: &'static str,
+    /// Its address.
+    pub remote: std::net::SocketAddr,
+    /// The channels it is subscribed to.
+    pub channels: Vec<Arc<str>>,
+}
 
 /// The hub handle: cheap to clone, shared by every front and publish source.
 #[derive(Clone)]
@@ -131,9 +141,68 @@ impl Hub {
         self.broker.presence(channel).await
     }
 
-    /// The local registry.
+    /// The local registry (for the server's flusher and sweeper, and the metrics).
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// This node's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.registry.stats
+    }
+
+    /// Registers a new client of `format` (with its token grant, if any).
+    pub fn register(
+        &self,
+        format: &'static Format,
+        remote: std::net::SocketAddr,
+        grant: Option<Arc<crate::auth::Grant>>,
+    ) -> Arc<Client> {
+        self.registry.register(format, remote, grant)
+    }
+
+    /// Gives a client a (new) grant, binding it to the grant's user.
+    pub fn authenticate(&self, client: &Arc<Client>, grant: Arc<crate::auth::Grant>) {
+        self.registry.authenticate(client, grant)
+    }
+
+    /// Queues a frame of the front's own (a reply, an error) for one client.
+    pub fn push(&self, client: &Client, frame: bytes::Bytes) -> Pushed {
+        self.registry.push_frame(client, frame)
+    }
+
+    /// Looks a local client up by id.
+    pub fn client(&self, id: ClientId) -> Option<Arc<Client>> {
+        self.registry.client(id)
+    }
+
+    /// This node's clients, ordered by id: what the console and the API list.
+    pub fn client_list(&self) -> Vec<ClientInfo> {
+        self.registry
+            .clients()
+            .into_iter()
+            .map(|c| ClientInfo {
+                id: c.id,
+                format: c.format.name,
+                remote: c.remote,
+                channels: c.channels(),
+            })
+            .collect()
+    }
+
+    /// Channels with local subscribers and their counts, sorted by name.
+    pub fn channel_list(&self) -> Vec<(Arc<str>, usize)> {
+        self.registry.channels()
+    }
+
+    /// Local subscribers of a channel.
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.registry.subscriber_count(channel)
+    }
+
+    /// Seconds since the hub started (the clock of `Client::seen`).
+    pub fn now(&self) -> u32 {
+        self.registry.now()
     }
 
     /// The broker, shared (for the metrics of what it holds).

@@ -11,8 +11,8 @@ use serde_json::{Map, Value};
 
 use super::compact;
 use crate::broker::Since;
-use crate::ws::frame;
-use crate::ws::valid_channel;
+use crate::frame;
+use crate::model::valid_channel;
 
 /// Most messages a `history` command returns.
 pub const MAX_HISTORY_LIMIT: u64 = 1000;

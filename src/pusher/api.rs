@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::PusherFront;
 use super::{auth, kind_of, parse_socket_id, valid_channel, Kind, Pusher, Tenant};
-use crate::http::ApiError;
+use crate::error::ApiError;
 use crate::hub::{Event, Payload};
 use crate::model::Disconnect;
 

@@ -29,7 +29,7 @@ fn subscription_error(pusher: &Pusher, client: &Client, channel: &str, refusal: 
     let (kind, error, status) = refusal;
     let data = json!({ "type": kind, "error": error, "status": status });
     let f = frame("pusher:subscription_error", Some(channel), data);
-    pusher.hub.registry().push_frame(client, f);
+    pusher.hub.push(client, f);
 }
 
 /// A presence member: user id and info.
@@ -93,9 +93,9 @@ pub(super) async fn subscribe(
     data: Value,
 ) {
     let tenant = &conn.tenant.clone();
-    let registry = pusher.hub.registry();
+    let hub = &pusher.hub;
     let Some(channel) = data["channel"].as_str() else {
-        registry.push_frame(
+        hub.push(
             client,
             error_event(None, "pusher:subscribe needs data.channel"),
         );
@@ -163,7 +163,7 @@ pub(super) async fn subscribe(
             Some(channel),
             data.into(),
         );
-        registry.push_frame(client, f);
+        hub.push(client, f);
     };
     // The reply is queued when the subscription takes effect, before any live event.
     let ready = Box::new(|_: &Position| {
@@ -175,7 +175,7 @@ pub(super) async fn subscribe(
                     .clone(),
                 None => frame("pusher:cache_miss", Some(channel), Value::Null),
             };
-            registry.push_frame(client, f);
+            hub.push(client, f);
         }
     });
     if already {
@@ -331,7 +331,7 @@ pub(super) async fn left(
 /// is that user (for `#server-to-user-{id}` and terminate).
 pub(super) fn signin(pusher: &Arc<Pusher>, conn: &mut Conn, client: &Arc<Client>, data: Value) {
     let tenant = &conn.tenant.clone();
-    let registry = pusher.hub.registry();
+    let hub = &pusher.hub;
     let auth = data["auth"].as_str().unwrap_or_default();
     let user_data = data["user_data"].as_str().unwrap_or_default();
     let app = &tenant.app;
@@ -342,7 +342,7 @@ pub(super) fn signin(pusher: &Arc<Pusher>, conn: &mut Conn, client: &Arc<Client>
         user_data,
         auth,
     ) {
-        registry.push_frame(
+        hub.push(
             client,
             error_event(Some(4009), "Invalid signature for pusher:signin"),
         );
@@ -351,17 +351,17 @@ pub(super) fn signin(pusher: &Arc<Pusher>, conn: &mut Conn, client: &Arc<Client>
     let parsed: Value = serde_json::from_str(user_data).unwrap_or(Value::Null);
     let Some(id) = parsed["id"].as_str().filter(|s| !s.is_empty()) else {
         let e = error_event(Some(4009), "user_data needs a non-empty string id");
-        registry.push_frame(client, e);
+        hub.push(client, e);
         return;
     };
     let id: Arc<str> = Arc::from(id);
     // Bound in the registry so `terminate_connections` reaches it from any node.
     let key = super::Pusher::user_key(tenant, &id);
     let grant = Grant::for_user(Arc::from(key));
-    registry.authenticate(client, Arc::new(grant));
+    hub.authenticate(client, Arc::new(grant));
     conn.user = Some(id);
     let data = json!({ "user_data": user_data }).to_string();
-    registry.push_frame(client, frame("pusher:signin_success", None, data.into()));
+    hub.push(client, frame("pusher:signin_success", None, data.into()));
 }
 
 /// A `client-*` event: only when the app allows them, on a private or presence channel the
@@ -375,9 +375,9 @@ pub(super) async fn client_event(
     payload: Payload,
 ) {
     let tenant = &conn.tenant.clone();
-    let registry = pusher.hub.registry();
+    let hub = &pusher.hub;
     let refuse = |code: Option<u16>, msg: &str| {
-        registry.push_frame(client, error_event(code, msg));
+        hub.push(client, error_event(code, msg));
     };
     let app = &tenant.app;
     if !app.client_events {
@@ -408,7 +408,7 @@ pub(super) async fn client_event(
     }
     let rate = f64::from(app.limits.client_events_per_second);
     if !Bucket::take_from(&mut conn.events, 1.0, rate, rate) {
-        registry.stats.rate_limited.fetch_add(1, Relaxed);
+        hub.stats().rate_limited.fetch_add(1, Relaxed);
         return refuse(Some(4301), "Client event rejected: over the rate limit");
     }
     let user_id = match kind {

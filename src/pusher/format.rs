@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 
+use crate::frame;
 use crate::model::{Format, Kind, Message};
-use crate::ws::frame;
 
 /// Pusher protocol 7 events. Pusher connections belong to apps, so `*` is not one of
 /// their channels; they alone understand protocol events (`pusher_internal:*`).

@@ -27,8 +27,8 @@ use serde_json::{json, Value};
 
 use crate::broker::BrokerError;
 use crate::config::Config;
+use crate::frame;
 use crate::hub::{ClientId, Event, Hub, Payload};
-use crate::ws::frame;
 pub use apps::{App, AppLimits, Apps, Tenant, Webhook};
 pub use front::{Conn, PusherFront};
 

@@ -23,12 +23,12 @@ use super::close::PusherClose;
 use super::format::PUSHER;
 use super::front::{Conn, PusherFront};
 use super::{channels, frame, socket_id, Tenant};
-use crate::http::ApiError;
+use crate::error::ApiError;
+use crate::frame as wsframe;
 use crate::hub::{Client, Kind as DataKind, Payload};
 use crate::limits::Bucket;
 use crate::model::Disconnect;
 use crate::protocol::compact;
-use crate::ws::frame as wsframe;
 use crate::ws::Close;
 
 /// `?protocol=7&client=js&version=8.4.0`.
@@ -68,7 +68,7 @@ pub async fn upgrade(
     let headers = req.headers();
     let accept = crate::ws::accept_key(headers)?;
     let tenant = front.pusher.apps.by_key(&key).cloned();
-    let stats = &front.hub.registry().stats;
+    let stats = &front.hub.stats();
     if let (Some(t), Some(origin)) = (&tenant, headers.get(header::ORIGIN)) {
         let origin = origin.to_str().unwrap_or_default();
         let allowed = &t.app.allowed_origins;
@@ -107,7 +107,7 @@ pub async fn upgrade(
                 tracker.spawn(refuse(on_upgrade, refusal));
             }
             Ok(conn) => {
-                let client = front.hub.registry().register(&PUSHER, peer, None);
+                let client = front.hub.register(&PUSHER, peer, None);
                 welcome(&front, &client, &conn);
                 let session =
                     crate::ws::start_session(front.clone(), conn, client, permit, on_upgrade);
@@ -238,14 +238,14 @@ pub async fn handle(
     payload: Payload,
 ) -> Option<Close> {
     let (app, pusher) = (&front.app, &front.pusher);
-    let registry = app.hub.registry();
+    let hub = &app.hub;
     let reply = |f: Bytes| {
-        registry.push_frame(client, f);
+        hub.push(client, f);
     };
     let (rate, burst) = app.config.command_budget();
     // Every message costs budget, checked before it is parsed.
     if !Bucket::take_from(&mut conn.budget, 1.0, rate, burst) {
-        registry.stats.rate_limited.fetch_add(1, Relaxed);
+        hub.stats().rate_limited.fetch_add(1, Relaxed);
         reply(error_event(Some(4301), &over_budget(app)));
         return None;
     }
@@ -278,7 +278,7 @@ pub async fn handle(
         let presence = channel.is_some_and(|c| c.starts_with("presence-"));
         let extra = crate::ws::PRESENCE_COST - 1.0;
         if presence && !Bucket::take_from(&mut conn.budget, extra, rate, burst) {
-            registry.stats.rate_limited.fetch_add(1, Relaxed);
+            hub.stats().rate_limited.fetch_add(1, Relaxed);
             reply(error_event(Some(4301), &over_budget(app)));
         } else if event == "pusher:subscribe" {
             channels::subscribe(pusher, conn, client, data).await;

@@ -2,6 +2,7 @@
 //! native fronts (raw and JSON mode) and of the WebSocket framing itself. Each front has
 //! its own codes (the Pusher front's are in `crate::pusher::close`).
 
+use crate::frame::Violation;
 use crate::model::Disconnect;
 
 /// How a connection closes: a close frame with `code` and `text`, or (code `None`) TCP
@@ -120,5 +121,16 @@ impl Close {
     /// The slow-consumer close: the frame in progress is finished, the rest dropped.
     pub fn is_slow_consumer(self) -> bool {
         self.code == Some(1013)
+    }
+}
+
+impl From<Violation> for Close {
+    fn from(violation: Violation) -> Close {
+        match violation {
+            Violation::Protocol => CloseReason::Protocol,
+            Violation::InvalidUtf8 => CloseReason::InvalidPayload,
+            Violation::TooBig => CloseReason::TooBig,
+        }
+        .into()
     }
 }

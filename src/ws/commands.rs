@@ -51,7 +51,7 @@ fn verify(app: &AppState, token: &str) -> Result<Arc<Grant>, Error> {
         .as_ref()
         .ok_or_else(|| Error::new("unauthorized", AuthError::NotConfigured.to_string()))?;
     verifier.verify(token).map(Arc::new).map_err(|e| {
-        app.hub.registry().stats.auth_failures.fetch_add(1, Relaxed);
+        app.hub.stats().auth_failures.fetch_add(1, Relaxed);
         Error::new("unauthorized", e.to_string())
     })
 }
@@ -83,7 +83,7 @@ fn presence_churn(app: &AppState, state: &mut JsonState, channel: &str) -> Resul
     if Bucket::take_from(&mut state.budget, PRESENCE_COST - 1.0, rate, burst) {
         Ok(())
     } else {
-        app.hub.registry().stats.rate_limited.fetch_add(1, Relaxed);
+        app.hub.stats().rate_limited.fetch_add(1, Relaxed);
         Err(over_budget(app))
     }
 }
@@ -128,9 +128,9 @@ pub(super) async fn execute(
     cmd: Command,
 ) -> Result<(), Error> {
     state.commands += 1;
-    let registry = app.hub.registry();
+    let hub = &app.hub;
     let reply = |fields: Map<String, Value>| {
-        registry.push_frame(client, json::ok(&cmd.id, fields));
+        hub.push(client, json::ok(&cmd.id, fields));
     };
     match cmd.op {
         Op::Ping => reply(Map::new()),
@@ -143,7 +143,7 @@ pub(super) async fn execute(
             }
             let grant = verify(app, token)?;
             let user = grant.user.clone();
-            registry.authenticate(client, grant);
+            hub.authenticate(client, grant);
             reply(fields(
                 json!({ "client": client.id.to_string(), "user": &*user }),
             ));
@@ -163,7 +163,7 @@ pub(super) async fn execute(
                 ));
             }
             let exp = grant.exp;
-            registry.authenticate(client, grant);
+            hub.authenticate(client, grant);
             reply(fields(json!({ "exp": exp })));
         }
         Op::Subscribe {
@@ -174,7 +174,7 @@ pub(super) async fn execute(
             presence_churn(app, state, channel)?;
             let id = cmd.id.clone();
             let ready = Box::new(move |p: &Position| {
-                registry.push_frame(client, json::ok(&id, position_fields(p)));
+                hub.push(client, json::ok(&id, position_fields(p)));
             });
             app.hub
                 .subscribe(client, channel, since.clone(), ready)
@@ -197,7 +197,7 @@ pub(super) async fn execute(
             allowed(app, client, channel, Action::Publish)?;
             let (rate, burst) = (app.config.publish_rate, f64::from(app.config.publish_burst));
             if !Bucket::take_from(&mut state.publishes, 1.0, rate, burst) {
-                registry.stats.rate_limited.fetch_add(1, Relaxed);
+                hub.stats().rate_limited.fetch_add(1, Relaxed);
                 return Err(Error::new("rate_limited", "publishing too fast; slow down"));
             }
             let payload = Payload::from_raw_json(data);

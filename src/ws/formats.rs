@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::frame;
+use crate::frame;
 use crate::model::{Format, Kind, Member, Message, Payload};
 
 /// Raw mode: exactly the published data, text as text and binary as binary.

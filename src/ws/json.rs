@@ -37,7 +37,7 @@ impl Front for Json {
         let limit = app.config.command_size_limit();
         let result = if !Bucket::take_from(&mut state.budget, 1.0, rate, burst) {
             // Refused before parsing: a flood costs the server as little as possible.
-            app.hub.registry().stats.rate_limited.fetch_add(1, Relaxed);
+            app.hub.stats().rate_limited.fetch_add(1, Relaxed);
             Err((Value::Null, commands::over_budget(app)))
         } else if payload.kind == Kind::Binary {
             Err((
@@ -63,9 +63,7 @@ impl Front for Json {
             }
         };
         let (id, err) = result.err()?;
-        app.hub
-            .registry()
-            .push_frame(client, json::error(&id, &err));
+        app.hub.push(client, json::error(&id, &err));
         if err.code == "unauthorized" {
             return Some(CloseReason::Policy.into());
         }

@@ -5,7 +5,6 @@
 pub mod close;
 pub(crate) mod commands;
 pub mod formats;
-pub mod frame;
 pub mod front;
 pub mod json;
 pub mod raw;
@@ -15,6 +14,8 @@ mod upgrade;
 
 use serde::Deserialize;
 
+pub use crate::frame;
+pub use crate::model::valid_channel;
 pub use close::{Close, CloseReason};
 pub use commands::{members_json, messages_json, PRESENCE_COST};
 pub use front::Front;
@@ -33,26 +34,4 @@ pub struct WsParams {
     pub protocol: Option<String>,
     /// A JWT authenticating the connection.
     pub token: Option<String>,
-}
-
-/// Checks a channel name a client or API caller gave.
-pub fn valid_channel(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("channel name is empty".into());
-    }
-    if name.len() > 200 {
-        return Err("channel name longer than 200 bytes".into());
-    }
-    if name == crate::hub::ALL {
-        return Err("'*' is not a channel; use broadcast".into());
-    }
-    if name
-        .chars()
-        .any(|c| c.is_control() || c.is_whitespace() || c == ',')
-    {
-        return Err(format!(
-            "channel name {name:?} holds whitespace, a comma or a control character"
-        ));
-    }
-    Ok(())
 }

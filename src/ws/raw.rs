@@ -37,7 +37,7 @@ impl Front for Raw {
     ) -> Option<Close> {
         let app = &self.0;
         let upstream = &app.upstream;
-        let stats = &app.hub.registry().stats;
+        let stats = &app.hub.stats();
         if upstream.echoes() {
             stats.upstream_messages.fetch_add(1, Relaxed);
             client.push_own(raw_frame(&payload));

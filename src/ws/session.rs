@@ -13,9 +13,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::close::Close;
-use super::frame::{self, Decoder, Incoming};
 use super::front::Front;
 use super::transport::Transport;
+use crate::frame::{self, Decoder, Incoming};
 use crate::hub::{Client, Kind, Payload};
 use crate::limits::Permit;
 
@@ -152,8 +152,7 @@ impl<T: Transport, F: Front> Session<T, F> {
             self.front
                 .app()
                 .hub
-                .registry()
-                .stats
+                .stats()
                 .bytes_out
                 .fetch_add(written as u64, Relaxed);
         }
@@ -167,7 +166,7 @@ impl<T: Transport, F: Front> Session<T, F> {
             match self.stream.try_read(&mut buf) {
                 Ok(0) => Err(End::Gone),
                 Ok(n) => {
-                    let stats = &self.front.app().hub.registry().stats;
+                    let stats = &self.front.app().hub.stats();
                     stats.bytes_in.fetch_add(n as u64, Relaxed);
                     Ok(self.decoder.feed(&mut buf[..n], &mut events))
                 }
@@ -180,8 +179,7 @@ impl<T: Transport, F: Front> Session<T, F> {
             Err(end) => return Some(end),
         };
         if !events.is_empty() {
-            let registry = self.front.app().hub.registry();
-            self.client.seen(registry.now());
+            self.client.seen(self.front.app().hub.now());
         }
         if let Some(end) = self.handle(events).await {
             return Some(end);

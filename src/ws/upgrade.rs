@@ -21,7 +21,7 @@ use super::{json, raw, valid_channel, WsParams, SUBPROTOCOL};
 use crate::access::{self, Action, Asker};
 use crate::auth::AuthError;
 use crate::config::Config;
-use crate::http::ApiError;
+use crate::error::ApiError;
 use crate::hub::Client;
 use crate::limits::{Permit, Refused};
 use crate::state::AppState;
@@ -157,7 +157,7 @@ pub async fn upgrade(
         params.channels.as_deref().unwrap_or(""),
         app.config.max_channels_per_connection,
     )?;
-    let stats = &app.hub.registry().stats;
+    let stats = &app.hub.stats();
     if let Err(why) = origin_allowed(headers, &app.config) {
         stats.rejected_connections.fetch_add(1, Relaxed);
         return Err(ApiError::Denied(why));
@@ -197,7 +197,7 @@ pub async fn upgrade(
         .ok_or(ApiError::UpgradeRequired)?;
 
     let format = if json { &JSON } else { &RAW };
-    let client = app.hub.registry().register(format, peer, grant);
+    let client = app.hub.register(format, peer, grant);
     for channel in channels {
         // A fresh client cannot already be subscribed, and no `since` means no history check.
         if let Err(e) = app

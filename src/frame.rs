@@ -1,4 +1,4 @@
-//! RFC 6455 frames: encoding server frames once into shared bytes, and an incremental
+//! RFC 6455 frames (the codec every WebSocket front shares): encoding server frames once into shared bytes, and an incremental
 //! decoder for client frames (header parsing comes from `tungstenite`; message assembly,
 //! control-frame rules, UTF-8 and size checks are here, verified by the Autobahn suite).
 
@@ -8,7 +8,18 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
-use super::close::CloseReason;
+/// Why a client's frames are refused: how the connection must be failed (each front
+/// maps it to its close code: 1002, 1007, 1009).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// The framing rules are broken (bad opcode, RSV bits, unmasked frame, fragmented
+    /// control frame, bad close payload...).
+    Protocol,
+    /// A text message or close reason that is not valid UTF-8.
+    InvalidUtf8,
+    /// A message larger than the configured maximum.
+    TooBig,
+}
 
 /// Opcode of a text frame.
 pub const OP_TEXT: u8 = 0x1;
@@ -117,7 +128,7 @@ impl Decoder {
     /// Feeds bytes read from the socket (unmasked in place); complete events are
     /// appended to `out`. An error says how the connection must be closed; events
     /// decoded before the error are still in `out`.
-    pub fn feed(&mut self, input: &mut [u8], out: &mut Vec<Incoming>) -> Result<(), CloseReason> {
+    pub fn feed(&mut self, input: &mut [u8], out: &mut Vec<Incoming>) -> Result<(), Violation> {
         if self.partial.is_empty() {
             let used = self.process(input, out)?;
             if used < input.len() {
@@ -136,14 +147,14 @@ impl Decoder {
     }
 
     /// Decodes every complete frame at the start of `buf`; returns the bytes consumed.
-    fn process(&mut self, buf: &mut [u8], out: &mut Vec<Incoming>) -> Result<usize, CloseReason> {
+    fn process(&mut self, buf: &mut [u8], out: &mut Vec<Incoming>) -> Result<usize, Violation> {
         let mut pos = 0;
         while pos < buf.len() {
             let mut cursor = Cursor::new(&buf[pos..]);
             let (header, len) = match FrameHeader::parse(&mut cursor) {
                 Ok(Some(parsed)) => parsed,
                 Ok(None) => break,
-                Err(_) => return Err(CloseReason::Protocol),
+                Err(_) => return Err(Violation::Protocol),
             };
             let header_len = cursor.position() as usize;
             // `check_header` bounds `len` by `max_message` (or 125), so it fits a usize.
@@ -180,19 +191,19 @@ impl Decoder {
     /// A length from the wire is never added to anything: what the message already holds
     /// is subtracted from the limit instead (a 1-byte fragment followed by a continuation
     /// announcing 2^64-1 bytes once wrapped `have + len` and passed the check; issue #12).
-    fn check_header(&self, header: &FrameHeader, len: u64) -> Result<usize, CloseReason> {
+    fn check_header(&self, header: &FrameHeader, len: u64) -> Result<usize, Violation> {
         if header.rsv1 || header.rsv2 || header.rsv3 || header.mask.is_none() {
-            return Err(CloseReason::Protocol);
+            return Err(Violation::Protocol);
         }
         match header.opcode {
-            OpCode::Control(_) if len > 125 || !header.is_final => Err(CloseReason::Protocol),
+            OpCode::Control(_) if len > 125 || !header.is_final => Err(Violation::Protocol),
             OpCode::Control(_) => Ok(len as usize),
             OpCode::Data(_) => {
                 let have = self.fragments.as_ref().map_or(0, |f| f.data.len());
                 let room = self.max_message.saturating_sub(have);
                 match usize::try_from(len) {
                     Ok(len) if len <= room => Ok(len),
-                    _ => Err(CloseReason::TooBig),
+                    _ => Err(Violation::TooBig),
                 }
             }
         }
@@ -209,11 +220,11 @@ impl Decoder {
         &mut self,
         header: &FrameHeader,
         payload: &[u8],
-    ) -> Result<Option<Incoming>, CloseReason> {
+    ) -> Result<Option<Incoming>, Violation> {
         match header.opcode {
             OpCode::Data(Data::Continue) => {
                 let Some(frag) = self.fragments.as_mut() else {
-                    return Err(CloseReason::Protocol);
+                    return Err(Violation::Protocol);
                 };
                 frag.data.extend_from_slice(payload);
                 if frag.text {
@@ -225,7 +236,7 @@ impl Decoder {
                 let frag = self.fragments.take().expect("fragments present");
                 if frag.text {
                     if frag.utf8_valid != frag.data.len() {
-                        return Err(CloseReason::InvalidPayload);
+                        return Err(Violation::InvalidUtf8);
                     }
                     Ok(Some(Incoming::Text(Bytes::from(frag.data))))
                 } else {
@@ -234,7 +245,7 @@ impl Decoder {
             }
             OpCode::Data(kind @ (Data::Text | Data::Binary)) => {
                 if self.fragments.is_some() {
-                    return Err(CloseReason::Protocol);
+                    return Err(Violation::Protocol);
                 }
                 let text = kind == Data::Text;
                 if !header.is_final {
@@ -250,14 +261,14 @@ impl Decoder {
                     return Ok(None);
                 }
                 if text {
-                    std::str::from_utf8(payload).map_err(|_| CloseReason::InvalidPayload)?;
+                    std::str::from_utf8(payload).map_err(|_| Violation::InvalidUtf8)?;
                     Ok(Some(Incoming::Text(Bytes::copy_from_slice(payload))))
                 } else {
                     Ok(Some(Incoming::Binary(Bytes::copy_from_slice(payload))))
                 }
             }
             OpCode::Data(Data::Reserved(_)) | OpCode::Control(Control::Reserved(_)) => {
-                Err(CloseReason::Protocol)
+                Err(Violation::Protocol)
             }
             OpCode::Control(Control::Ping) => {
                 Ok(Some(Incoming::Ping(Bytes::copy_from_slice(payload))))
@@ -265,13 +276,13 @@ impl Decoder {
             OpCode::Control(Control::Pong) => Ok(Some(Incoming::Pong)),
             OpCode::Control(Control::Close) => match payload.len() {
                 0 => Ok(Some(Incoming::Close(None))),
-                1 => Err(CloseReason::Protocol),
+                1 => Err(Violation::Protocol),
                 _ => {
                     let code = u16::from_be_bytes([payload[0], payload[1]]);
                     if !CloseCode::from(code).is_allowed() {
-                        return Err(CloseReason::Protocol);
+                        return Err(Violation::Protocol);
                     }
-                    std::str::from_utf8(&payload[2..]).map_err(|_| CloseReason::InvalidPayload)?;
+                    std::str::from_utf8(&payload[2..]).map_err(|_| Violation::InvalidUtf8)?;
                     Ok(Some(Incoming::Close(Some(code))))
                 }
             },
@@ -280,10 +291,10 @@ impl Decoder {
 }
 
 /// Fails fast when the text assembled so far holds bytes that can never become UTF-8.
-fn check_utf8_prefix(frag: &mut Fragments) -> Result<(), CloseReason> {
+fn check_utf8_prefix(frag: &mut Fragments) -> Result<(), Violation> {
     match std::str::from_utf8(&frag.data[frag.utf8_valid..]) {
         Ok(_) => frag.utf8_valid = frag.data.len(),
-        Err(e) if e.error_len().is_some() => return Err(CloseReason::InvalidPayload),
+        Err(e) if e.error_len().is_some() => return Err(Violation::InvalidUtf8),
         Err(e) => frag.utf8_valid += e.valid_up_to(),
     }
     Ok(())
@@ -329,7 +340,7 @@ pub fn encode_masked(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn decode_all(bytes: &[u8], chunk: usize) -> (Vec<Incoming>, Result<(), CloseReason>) {
+    fn decode_all(bytes: &[u8], chunk: usize) -> (Vec<Incoming>, Result<(), Violation>) {
         let mut d = Decoder::new(1 << 20);
         let mut out = Vec::new();
         for piece in bytes.chunks(chunk) {
@@ -366,10 +377,10 @@ mod tests {
     fn rejects_unmasked_and_oversize() {
         let unmasked = encode(OP_TEXT, b"x").to_vec();
         let (_, res) = decode_all(&unmasked, 100);
-        assert_eq!(res, Err(CloseReason::Protocol));
+        assert_eq!(res, Err(Violation::Protocol));
         let mut d = Decoder::new(4);
         let mut big = encode_masked(OP_BINARY, b"12345", [0; 4]);
-        assert_eq!(d.feed(&mut big, &mut Vec::new()), Err(CloseReason::TooBig));
+        assert_eq!(d.feed(&mut big, &mut Vec::new()), Err(Violation::TooBig));
     }
 
     /// Issue #12 item 1: a continuation announcing 2^64-1 bytes after a 1-byte fragment.
@@ -387,7 +398,7 @@ mod tests {
             assert_eq!(d.feed(&mut first, &mut out), Ok(()));
             assert_eq!(
                 d.feed(&mut next, &mut out),
-                Err(CloseReason::TooBig),
+                Err(Violation::TooBig),
                 "{announced}"
             );
             assert!(out.is_empty());
@@ -413,7 +424,7 @@ mod tests {
         let mut first = encode_masked(OP_TEXT, &[0xce, 0xba, 0xff], [1, 1, 1, 1]);
         first[0] &= 0x7f; // not final
         let (_, res) = decode_all(&first, 100);
-        assert_eq!(res, Err(CloseReason::InvalidPayload));
+        assert_eq!(res, Err(Violation::InvalidUtf8));
     }
 
     #[test]
