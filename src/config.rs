@@ -220,14 +220,25 @@ impl Config {
             path: path.clone(),
             source,
         })?;
+        self.merge_file(path, &text, matches)
+    }
+
+    /// [`Config::resolve`] once the file at `path` is read: merges its `text` under what
+    /// the command line and environment set.
+    pub fn merge_file(
+        self,
+        path: PathBuf,
+        text: &str,
+        matches: &ArgMatches,
+    ) -> Result<Config, ConfigError> {
         let file_err = |message: String| ConfigError::File {
             path: path.clone(),
             message,
         };
         // Parse the file as a whole first: unknown keys and bad types are reported with
         // their line and column.
-        let from_file: Config = toml::from_str(&text).map_err(|e| file_err(e.to_string()))?;
-        let file_table: toml::Table = toml::from_str(&text).map_err(|e| file_err(e.to_string()))?;
+        let from_file: Config = toml::from_str(text).map_err(|e| file_err(e.to_string()))?;
+        let file_table: toml::Table = toml::from_str(text).map_err(|e| file_err(e.to_string()))?;
         let mut merged = toml::Table::try_from(&self).map_err(|e| file_err(e.to_string()))?;
         let from_file = toml::Table::try_from(&from_file).map_err(|e| file_err(e.to_string()))?;
         for key in file_table.keys() {

@@ -31,9 +31,11 @@ pub fn compact(raw: &RawValue) -> Result<Box<RawValue>, serde_json::Error> {
 }
 
 /// The string values of the top-level fields `names` of the JSON object `text` (the last
-/// one when a key repeats; `None` when absent or not a string). `None` when `text` is not
-/// a JSON object. Other fields are skipped without being kept.
+/// one when a key repeats; `None` when absent or not a string): what indexing a `Value`
+/// tree of `text` gives. `None` when `text` is not a JSON object (by a `Value`'s rules).
+/// Other fields are skipped without being kept.
 pub fn string_fields<const N: usize>(text: &str, names: [&str; N]) -> Option<[Option<String>; N]> {
+    validate(text.as_bytes()).ok()?;
     let mut de = serde_json::Deserializer::from_str(text);
     let fields = de.deserialize_map(Fields { names }).ok()?;
     de.end().ok()?;
@@ -274,6 +276,9 @@ mod tests {
             "-9223372036854775808",
             "1e-400",
             "9e15",
+            // Found by fuzz/json_command: serde_json reads this one bit off, and back
+            // again; what matters is that the bytes are the tree's.
+            "[123456789012345678901234567890,1.2345678931204567e+29]",
         ] {
             assert_eq!(via_compact(text), via_tree(text), "{text}");
             assert!(via_tree(text).is_some(), "{text}");
@@ -319,5 +324,6 @@ mod tests {
         assert!(string_fields("[1]", ["a"]).is_none());
         assert!(string_fields(r#"{"a":"x"} 1"#, ["a"]).is_none());
         assert!(string_fields("nope", ["a"]).is_none());
+        assert!(string_fields(r#"{"a":"x","b":1e400}"#, ["a"]).is_none());
     }
 }
