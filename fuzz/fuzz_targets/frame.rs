@@ -19,8 +19,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use libfuzzer_sys::fuzz_target;
-use wspush::ws::close::CloseReason;
-use wspush::ws::frame::{Decoder, Incoming};
+use wspush::frame::Violation;
+use wspush::frame::{Decoder, Incoming};
 
 /// Counts the bytes allocated and not yet freed.
 struct Counting;
@@ -178,7 +178,7 @@ fuzz_target!(|data: &[u8]| {
         let closed = events.iter().any(|e| matches!(e, Incoming::Close(_)));
         drop(events);
         if let Err(reason) = result {
-            if reason == CloseReason::TooBig {
+            if reason == Violation::TooBig {
                 // Only a message past `max` is too big.
                 match expected {
                     Expect::NoTooBig => panic!("TooBig, but no message is too big"),
