@@ -24,6 +24,9 @@ say "format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 
+say "module layering (no import cycles, no front below the fronts, no file over 600 lines)"
+python3 scripts/layers.py
+
 say "Rust tests (real server, real sockets on 127.0.0.1)"
 cargo build --locked --bins
 cargo test --locked
@@ -39,5 +42,8 @@ scripts/test-pusher.sh
 
 say "Autobahn|Testsuite against wspush serve --upstream echo"
 scripts/autobahn.sh
+
+say "fuzzing: every parser's target for 30 s (crashes fail the run)"
+scripts/fuzz.sh 30
 
 say "all tests passed"

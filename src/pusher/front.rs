@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::close::PusherClose;
-use super::protocol::{self, error_frame};
+use super::protocol::{self, error_event};
 use super::{Pusher, Tenant};
 use crate::hub::Client;
 use crate::limits::Bucket;
@@ -87,7 +87,7 @@ impl Front for PusherFront {
         close
             .code
             .filter(|code| *code >= 4000)
-            .map(|code| error_frame(code, close.text))
+            .map(|code| error_event(Some(code), close.text))
     }
 
     async fn closed(&self, conn: Conn, client: &Arc<Client>) {

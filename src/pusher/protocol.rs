@@ -38,16 +38,9 @@ pub struct ConnectParams {
     pub protocol: Option<String>,
 }
 
-/// The `pusher:error` frame sent before a close frame with the same code.
-pub fn error_frame(code: u16, message: &str) -> Bytes {
-    frame(
-        "pusher:error",
-        None,
-        json!({ "code": code, "message": message }),
-    )
-}
-
-pub(super) fn error_event(code: Option<u16>, message: &str) -> Bytes {
+/// A `pusher:error` event (`code` null for errors that carry none; with a code, it is
+/// sent before a close frame with the same code, or names a refused client event).
+pub fn error_event(code: Option<u16>, message: &str) -> Bytes {
     frame(
         "pusher:error",
         None,
@@ -162,7 +155,7 @@ async fn refuse(on_upgrade: OnUpgrade, reason: PusherClose) {
     };
     let mut io = TokioIo::new(upgraded);
     let _ = io
-        .write_all(&error_frame(reason.code(), reason.text()))
+        .write_all(&error_event(Some(reason.code()), reason.text()))
         .await;
     let _ = io
         .write_all(&wsframe::close(reason.code(), reason.text()))
