@@ -2,36 +2,26 @@
 //!
 //! # Layout
 //!
-//! - [`server`]: `run(listener, config, console, shutdown)`: builds the hub, accepts
-//!   connections (hyper HTTP/1 with upgrades), shuts down gracefully.
-//! - [`hub`]: clients, channel subscriptions and fan-out into bounded per-client outboxes,
-//!   which flusher tasks (one per runtime worker) write straight to the sockets; every
-//!   publish goes through the broker. Knows sockets only as a `Writer` (a non-blocking
-//!   vectored write), and no JSON.
-//! - [`broker`]: the `Broker` trait (offsets, cross-node delivery) and `Memory`.
-//! - [`ws`]: the WebSocket front: upgrade, per-connection `Session`, frame codec, close codes.
-//! - [`protocol`]: the `wspush.v1` JSON commands and replies (parsing and encoding).
-//! - [`http`]: the HTTP surface (`router`), the `/api` handlers and `ApiError`.
-//! - [`upstream`]: what happens to messages clients send (echo, publish, webhook).
-//! - [`console`]: the operator console on stdin/stdout (output bounded in bytes, every
-//!   line escaped and cut at 1 KiB; `Escaped` for client text in logs).
-//! - [`access`]: the one channel access decision every front asks (namespaces, token
-//!   grants, Pusher auth, Pusher's reserved prefixes).
-//! - [`auth`]: JWT verification into grants (user id, expiry, channel patterns).
-//! - [`config`]: `serve` options (flags, env, TOML file) and their validation.
-//! - [`limits`]: connection permits (total and per IP).
-//! - [`metrics`]: `/metrics` exposition from the hub's atomic counters.
-//! - [`namespace`]: per-prefix channel settings (history, presence, anonymous access).
-//! - [`net`]: the client address behind trusted proxies, CIDR blocks, what a Host names.
-//! - [`shutdown`]: signals and the task tracker.
-//! - [`tls`]: the rustls acceptor for https:// and wss://.
-//! - [`client`], [`publish`]: the `wspush client` and `wspush publish` commands.
-//! - [`pusher`]: the Pusher Channels front: apps, protocol 7 at `/app/{key}`, the signed
-//!   HTTP API under `/apps/{id}`, presence, cache channels, webhooks. Calls the hub.
-//! - [`bench`]: the `wspush bench` load generator (idle, fanout, echo); its own lean client.
+//! Layers, bottom to top (a module imports only from below; `scripts/layers.py` checks
+//! it, and `docs/architecture.md` walks a publish and a client message through them):
 //!
-//! Fronts call the hub; the hub calls the broker; the broker delivers into the hub's
-//! registry. Nothing below `http`/`ws` knows about wire formats beyond pre-encoded frames.
+//! - Plain data and tools: [`model`] (client ids, payloads, messages with a frame slot per
+//!   wire `Format`, the hub's `Disconnect` reasons, channel-name rules), [`frame`] (the
+//!   RFC 6455 codec), [`error`] (`ApiError`, the one place HTTP errors are made),
+//!   [`config`], [`namespace`], [`net`] (client address behind trusted proxies, Host
+//!   names), [`limits`] (connection permits, token buckets), [`auth`] (JWT grants),
+//!   [`tls`], [`shutdown`], [`protocol`] (`wspush.v1` commands, compact raw JSON).
+//! - [`access`]: the one channel access decision every front asks.
+//! - [`broker`]: offsets, history, presence and cross-node delivery (`Memory`, `Redis`),
+//!   delivering through the `Sink` trait.
+//! - [`hub`]: clients, subscriptions, fan-out into bounded outboxes written by flusher
+//!   tasks; knows wire formats only through each client's `Format`.
+//! - [`metrics`], [`console`], [`upstream`], [`state`] (`AppState`, what fronts share).
+//! - Fronts: [`ws`] (the WebSocket session and upgrade path, the `Front` trait, raw and
+//!   JSON mode) and [`pusher`] (Pusher protocol 7, its signed HTTP API, webhooks).
+//! - [`http`]: the native HTTP surface (`router`), merged with the fronts' routes.
+//! - [`server`]: builds everything, accepts connections, shuts down gracefully.
+//! - Commands: [`client`], [`publish`], [`bench`] (the load generator).
 
 pub mod access;
 pub mod auth;
