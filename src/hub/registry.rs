@@ -59,14 +59,9 @@ impl Registry {
         }
     }
 
-    /// This node's id (0 for a single node).
-    pub fn node(&self) -> u32 {
-        self.node
-    }
-
     /// Closes the subscribers of a channel whose subscriptions carry offsets (the
     /// channel's offsets restarted): they reconnect and recover.
-    pub fn resync(&self, channel: &str) {
+    pub(crate) fn resync(&self, channel: &str) {
         let shard = self.channels.shard(fnv(channel)).lock();
         for client in shard.get(channel).into_iter().flatten() {
             if client.format.offsets {
@@ -76,12 +71,12 @@ impl Registry {
     }
 
     /// Seconds since the registry was made (the clock of `Client::seen`).
-    pub fn now(&self) -> u32 {
+    pub(crate) fn now(&self) -> u32 {
         self.started.elapsed().as_secs() as u32
     }
 
     /// Registers a new client.
-    pub fn register(
+    pub(crate) fn register(
         &self,
         format: &'static Format,
         remote: SocketAddr,
@@ -98,7 +93,7 @@ impl Registry {
     }
 
     /// Gives a client a (new) grant, indexing it under its user id.
-    pub fn authenticate(&self, client: &Arc<Client>, grant: Arc<Grant>) {
+    pub(crate) fn authenticate(&self, client: &Arc<Client>, grant: Arc<Grant>) {
         let user = grant.user.clone();
         let previous = client.user();
         client.set_grant(grant);
@@ -126,7 +121,7 @@ impl Registry {
     }
 
     /// Removes a client and all its subscriptions.
-    pub fn unregister(&self, client: &Client) {
+    pub(crate) fn unregister(&self, client: &Client) {
         if let Some(user) = client.user() {
             self.unbind_user(&user, client.id);
         }
@@ -145,12 +140,12 @@ impl Registry {
     }
 
     /// Looks a client up by id.
-    pub fn client(&self, id: ClientId) -> Option<Arc<Client>> {
+    pub(crate) fn client(&self, id: ClientId) -> Option<Arc<Client>> {
         self.clients.shard(id.0).lock().get(&id).cloned()
     }
 
     /// Every connected client, ordered by id.
-    pub fn clients(&self) -> Vec<Arc<Client>> {
+    pub(crate) fn clients(&self) -> Vec<Arc<Client>> {
         let mut all: Vec<_> = self
             .clients
             .shards()
@@ -161,7 +156,7 @@ impl Registry {
     }
 
     /// Subscribes a client to a channel; false when it already was.
-    pub fn subscribe(&self, client: &Arc<Client>, channel: &str) -> bool {
+    pub(crate) fn subscribe(&self, client: &Arc<Client>, channel: &str) -> bool {
         let mut shard = self.channels.shard(fnv(channel)).lock();
         // Every subscriber shares the channel's one name allocation.
         let name = match shard.get_key_value(channel) {
@@ -177,7 +172,7 @@ impl Registry {
     }
 
     /// Unsubscribes a client from a channel; false when it was not subscribed.
-    pub fn unsubscribe(&self, client: &Client, channel: &str) -> bool {
+    pub(crate) fn unsubscribe(&self, client: &Client, channel: &str) -> bool {
         if !client.remove_channel(channel) {
             return false;
         }
@@ -199,7 +194,7 @@ impl Registry {
     }
 
     /// Channels with local subscribers and their counts, sorted by name.
-    pub fn channels(&self) -> Vec<(Arc<str>, usize)> {
+    pub(crate) fn channels(&self) -> Vec<(Arc<str>, usize)> {
         let mut all: Vec<_> = self
             .channels
             .shards()
@@ -220,7 +215,7 @@ impl Registry {
     }
 
     /// Number of local subscribers of a channel.
-    pub fn subscriber_count(&self, channel: &str) -> usize {
+    pub(crate) fn subscriber_count(&self, channel: &str) -> usize {
         self.channels
             .shard(fnv(channel))
             .lock()
@@ -231,7 +226,7 @@ impl Registry {
     /// Fans a message out to its channel's local subscribers (or, for `*`, every client
     /// whose format takes broadcasts), each getting the frame of its wire format, encoded
     /// once; false when the channel had no local subscriber.
-    pub fn deliver(&self, msg: &Message) -> bool {
+    pub(crate) fn deliver(&self, msg: &Message) -> bool {
         if &*msg.channel == ALL {
             for shard in self.clients.shards() {
                 for client in shard.lock().values() {
@@ -309,13 +304,13 @@ impl Registry {
     }
 
     /// Queues a message for one client in its wire format.
-    pub fn push_message(&self, client: &Client, msg: &Message) -> Pushed {
+    pub(crate) fn push_message(&self, client: &Client, msg: &Message) -> Pushed {
         self.push_frame(client, msg.frame(client.format).clone())
     }
 
     /// Tells a channel's subscribers whose format has presence events that `member`
     /// joined or left (each format's event encoded once; never to the member itself).
-    pub fn deliver_presence(&self, channel: &str, member: &Member, joined: bool) {
+    pub(crate) fn deliver_presence(&self, channel: &str, member: &Member, joined: bool) {
         let mut frames: [Option<Bytes>; FORMATS] = Default::default();
         let shard = self.channels.shard(fnv(channel)).lock();
         for client in shard.get(channel).into_iter().flatten() {
@@ -332,7 +327,7 @@ impl Registry {
     }
 
     /// This node's members of a channel (its subscribers).
-    pub fn members(&self, channel: &str) -> Vec<Member> {
+    pub(crate) fn members(&self, channel: &str) -> Vec<Member> {
         let shard = self.channels.shard(fnv(channel)).lock();
         let mut members: Vec<Member> = shard
             .get(channel)
@@ -349,14 +344,14 @@ impl Registry {
     }
 
     /// Queues a frame for one client, counting the outcome.
-    pub fn push_frame(&self, client: &Client, frame: Bytes) -> Pushed {
+    pub(crate) fn push_frame(&self, client: &Client, frame: Bytes) -> Pushed {
         let pushed = client.push(frame);
         self.count(pushed);
         pushed
     }
 
     /// Sends a payload to one local client; the number of clients it reached (0 or 1).
-    pub fn send_local(&self, id: ClientId, payload: &Payload) -> usize {
+    pub(crate) fn send_local(&self, id: ClientId, payload: &Payload) -> usize {
         let Some(client) = self.client(id) else {
             return 0;
         };
@@ -365,7 +360,7 @@ impl Registry {
     }
 
     /// Sends a payload to every local connection of a user; how many it reached.
-    pub fn send_user_local(&self, user: &str, payload: &Payload) -> usize {
+    pub(crate) fn send_user_local(&self, user: &str, payload: &Payload) -> usize {
         // One message for all of the user's connections: each wire format encoded once.
         let msg = Message::new(Arc::from(format!("@{user}")), 0, payload.clone());
         self.user_clients(user)
@@ -385,7 +380,7 @@ impl Registry {
     }
 
     /// Asks every local connection bound to `user` to close with `reason`; how many.
-    pub fn close_user_local(&self, user: &str, reason: Disconnect) -> usize {
+    pub(crate) fn close_user_local(&self, user: &str, reason: Disconnect) -> usize {
         let clients = self.user_clients(user);
         for client in &clients {
             client.close(reason);
