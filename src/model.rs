@@ -8,6 +8,10 @@ use std::sync::{Arc, OnceLock};
 use base64::Engine;
 use bytes::Bytes;
 
+/// The pseudo-channel that addresses every connected client (a publish to it reaches
+/// every client of every front, on every node).
+pub const ALL: &str = "*";
+
 /// A client id, shown as `c-N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientId(pub u64);

@@ -12,15 +12,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::broker::{Broker, BrokerError, History, Member, Position, Ready, Since, SubscribeError};
-pub use crate::model::{ClientId, Disconnect, Event, Format, Kind, Message, Payload};
+pub use crate::model::{ClientId, Disconnect, Event, Format, Kind, Message, Payload, ALL};
 use crate::namespace::Namespaces;
 pub use client::{Client, Pushed, QueueLimits};
 pub use coalesce::Coalescer;
 pub use registry::Registry;
 pub use stats::Stats;
-
-/// The pseudo-channel that addresses every connected client.
-pub const ALL: &str = "*";
 
 /// The hub handle: cheap to clone, shared by every front and publish source.
 #[derive(Clone)]
@@ -134,16 +131,6 @@ impl Hub {
     /// The local registry.
     pub fn registry(&self) -> &Registry {
         &self.registry
-    }
-
-    /// The broker, shared (for the metrics of what it holds).
-    pub fn broker_arc(&self) -> Arc<dyn Broker> {
-        self.broker.clone()
-    }
-
-    /// The broker (for cluster-wide rooms, occupancy and `close_user`).
-    pub fn broker(&self) -> &dyn Broker {
-        &*self.broker
     }
 
     /// Publishes to a channel (`*` = every client) through the broker; the offset.
