@@ -28,7 +28,8 @@ impl std::str::FromStr for ClientId {
     }
 }
 
-/// The pseudo-channel that addresses every connected client.
+/// The pseudo-channel that addresses every connected client whose format takes
+/// broadcasts (`Format::broadcasts`), on every node.
 pub const ALL: &str = "*";
 
 /// Checks a native channel name a client or API caller gave: 1 to 200 bytes, no

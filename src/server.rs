@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::auth::Verifier;
-use crate::broker::{Broker, Memory, Redis};
+use crate::broker::{Broker, Cluster, Memory, Redis};
 use crate::config::Config;
 use crate::console::{self, Console};
 use crate::http;
@@ -54,12 +54,12 @@ pub async fn run(
     let redis_urls = config.redis_urls();
     // One fan-out flusher lane per runtime worker thread.
     let lanes = tokio::runtime::Handle::current().metrics().num_workers();
-    let (registry, broker): (Arc<Registry>, Arc<dyn Broker>) = if redis_urls.is_empty() {
+    // The broker, seen as the hub's core broker and as the Pusher front's cluster.
+    type Brokers = (Arc<Registry>, Arc<dyn Broker>, Arc<dyn Cluster>);
+    let (registry, broker, cluster): Brokers = if redis_urls.is_empty() {
         let registry = Arc::new(Registry::new(limits).coalescing(config.write_coalesce_ms, lanes));
-        (
-            registry.clone(),
-            Arc::new(Memory::new(registry, namespaces.clone())),
-        )
+        let memory = Arc::new(Memory::new(registry.clone(), namespaces.clone()));
+        (registry, memory.clone(), memory)
     } else {
         let registry = Arc::new(
             Registry::for_node(limits, node_id()).coalescing(config.write_coalesce_ms, lanes),
@@ -69,9 +69,10 @@ pub async fn run(
             .map_err(|e| {
                 std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e.to_string())
             })?;
-        (registry, Arc::new(redis))
+        let redis = Arc::new(redis);
+        (registry, redis.clone(), redis)
     };
-    let hub = Hub::new(registry.clone(), broker, namespaces)
+    let hub = Hub::new(registry.clone(), broker.clone(), namespaces)
         .max_channels_per_client(config.max_channels_per_connection);
     let console = match console_mode {
         ConsoleMode::Stdio => Console::stdout(),
@@ -86,13 +87,13 @@ pub async fn run(
     } else {
         console
     };
-    let pusher = Arc::new(crate::pusher::Pusher::new(&config, hub.clone()));
+    let pusher = Arc::new(crate::pusher::Pusher::new(&config, hub.clone(), cluster));
     let proxies = Arc::new(
         Proxies::parse(&config.trusted_proxies)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
     );
     let state = AppState::new(Shared {
-        metrics: Arc::new(Metrics::new(registry.clone(), hub.broker_arc())),
+        metrics: Arc::new(Metrics::new(registry.clone(), broker.clone())),
         hub: hub.clone(),
         upstream: Arc::new(Upstream::new(config.upstream.clone(), hub.clone(), console)),
         config: config.clone(),
@@ -124,6 +125,7 @@ pub async fn run(
         .collect();
     let sweeper = {
         let hub = hub.clone();
+        let broker = broker.clone();
         let (interval, timeout) = (config.ping_interval, config.ping_timeout);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -131,7 +133,7 @@ pub async fn run(
             loop {
                 tick.tick().await;
                 hub.registry().sweep(interval, timeout);
-                hub.broker().sweep().await;
+                broker.sweep().await;
             }
         })
     };

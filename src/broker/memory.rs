@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 
 use super::Sink;
 use super::{
-    check_since, life_epoch, Broker, BrokerError, History, Member, Occupancy, Position, Ready,
-    RoomLeft, Since, SubscribeError,
+    check_since, life_epoch, Broker, BrokerError, Cluster, History, Member, Occupancy, Position,
+    Ready, RoomLeft, Since, SubscribeError,
 };
 use crate::model::{ClientId, Disconnect, Message, Payload};
 use crate::namespace::Namespaces;
@@ -128,105 +128,6 @@ impl Memory {
         chan.history.is_empty() && self.sink.subscribers(&chan.name) == 0
     }
 
-    fn publish_now(&self, channel: &str, payload: Payload) -> u64 {
-        let ns = self.namespaces.of(channel);
-        let mut shard = self.channels.shard(fnv(channel)).lock();
-        if !shard.contains_key(channel) {
-            let chan = self.new_chan(channel);
-            shard.insert(chan.name.clone(), chan);
-        }
-        let chan = shard.get_mut(channel).expect("inserted above");
-        chan.offset += 1;
-        let msg = Message::new(chan.name.clone(), chan.offset, payload);
-        // Delivering under the channel's lock keeps deliveries in offset order.
-        let heard = self.sink.deliver(&msg);
-        if ns.keeps_history() {
-            let now = Instant::now();
-            chan.history.push_back((now, Arc::new(msg)));
-            chan.trim(ns.history_size, ns.history_ttl, now);
-        }
-        let offset = chan.offset;
-        if !heard && chan.history.is_empty() {
-            // Nobody listens and nothing is kept: the offset is of no use to anyone.
-            shard.remove(channel);
-        }
-        offset
-    }
-
-    fn subscribe_now(
-        &self,
-        client: ClientId,
-        channel: &str,
-        since: Option<Since>,
-        ready: Ready<'_>,
-    ) -> Result<Position, SubscribeError> {
-        if self.sink.is_subscribed(client, channel) {
-            return Err(SubscribeError::AlreadySubscribed);
-        }
-        let ns = self.namespaces.of(channel);
-        let mut shard = self.channels.shard(fnv(channel)).lock();
-        if !shard.contains_key(channel) {
-            let chan = self.new_chan(channel);
-            shard.insert(chan.name.clone(), chan);
-        }
-        let chan = shard.get_mut(channel).expect("inserted above");
-        chan.trim(ns.history_size, ns.history_ttl, Instant::now());
-        let position = self.position(chan);
-        // Under the channel's lock no publish can slip between replay and going live.
-        let replay: Result<Vec<Arc<Message>>, u64> = match &since {
-            None => Ok(Vec::new()),
-            Some(since) => chan
-                .after(since, &position.epoch)
-                .map(|msgs| msgs.cloned().collect()),
-        };
-        let replay = match replay {
-            Ok(replay) => replay,
-            Err(oldest) => {
-                if self.idle(chan) {
-                    shard.remove(channel);
-                }
-                return Err(SubscribeError::HistoryGone { oldest, position });
-            }
-        };
-        ready(&position);
-        for msg in replay {
-            self.sink.replay(client, &msg);
-        }
-        self.sink.attach(client, channel);
-        if self.idle(chan) {
-            // The sink refused the subscription.
-            shard.remove(channel);
-        }
-        Ok(position)
-    }
-
-    fn history_now(
-        &self,
-        channel: &str,
-        since: Option<Since>,
-        limit: usize,
-    ) -> Result<History, SubscribeError> {
-        let ns = self.namespaces.of(channel);
-        let mut shard = self.channels.shard(fnv(channel)).lock();
-        let Some(chan) = shard.get_mut(channel) else {
-            // Unknown: nothing stored, and nothing is created. The epoch is the one the
-            // channel's next life gets (unless another life starts first).
-            let unknown = Chan {
-                name: Arc::from(""),
-                offset: 0,
-                life: self.lives.load(Relaxed),
-                history: VecDeque::new(),
-            };
-            return self.page(&unknown, since, limit);
-        };
-        chan.trim(ns.history_size, ns.history_ttl, Instant::now());
-        let page = self.page(chan, since, limit);
-        if self.idle(chan) {
-            shard.remove(channel);
-        }
-        page
-    }
-
     /// The stored messages of `chan` after `since`, at most `limit`.
     fn page(
         &self,
@@ -250,51 +151,37 @@ impl Memory {
             Err(oldest) => Err(SubscribeError::HistoryGone { oldest, position }),
         }
     }
-
-    /// Frees `channel`'s state if nothing needs it any more.
-    fn release(&self, channel: &str) {
-        let ns = self.namespaces.of(channel);
-        let mut shard = self.channels.shard(fnv(channel)).lock();
-        if let Some(chan) = shard.get_mut(channel) {
-            chan.trim(ns.history_size, ns.history_ttl, Instant::now());
-            if self.idle(chan) {
-                shard.remove(channel);
-            }
-        }
-    }
-
-    /// Trims the history of a few shards' channels and frees the idle ones.
-    fn sweep_now(&self) {
-        let shards = self.channels.len();
-        let mut seen = 0;
-        for _ in 0..shards {
-            let index = self.cursor.fetch_add(1, Relaxed) % shards;
-            let mut shard = self.channels.shard_at(index).lock();
-            seen += shard.len();
-            let now = Instant::now();
-            shard.retain(|name, chan| {
-                let ns = self.namespaces.of(name);
-                chan.trim(ns.history_size, ns.history_ttl, now);
-                !self.idle(chan)
-            });
-            // Give back the table of a burst of channels that is gone.
-            if shard.capacity() > 64 && shard.capacity() > 4 * shard.len() {
-                shard.shrink_to_fit();
-            }
-            if seen >= SWEEP_BUDGET {
-                break;
-            }
-        }
-    }
 }
 
+// Nothing here waits: every body runs when called and returns a ready future.
 impl Broker for Memory {
     fn publish<'a>(
         &'a self,
         channel: &'a str,
         payload: Payload,
     ) -> BoxFuture<'a, Result<u64, BrokerError>> {
-        Box::pin(future::ready(Ok(self.publish_now(channel, payload))))
+        let ns = self.namespaces.of(channel);
+        let mut shard = self.channels.shard(fnv(channel)).lock();
+        if !shard.contains_key(channel) {
+            let chan = self.new_chan(channel);
+            shard.insert(chan.name.clone(), chan);
+        }
+        let chan = shard.get_mut(channel).expect("inserted above");
+        chan.offset += 1;
+        let msg = Message::new(chan.name.clone(), chan.offset, payload);
+        // Delivering under the channel's lock keeps deliveries in offset order.
+        let heard = self.sink.deliver(&msg);
+        if ns.keeps_history() {
+            let now = Instant::now();
+            chan.history.push_back((now, Arc::new(msg)));
+            chan.trim(ns.history_size, ns.history_ttl, now);
+        }
+        let offset = chan.offset;
+        if !heard && chan.history.is_empty() {
+            // Nobody listens and nothing is kept: the offset is of no use to anyone.
+            shard.remove(channel);
+        }
+        Box::pin(future::ready(Ok(offset)))
     }
 
     fn subscribe<'a>(
@@ -304,9 +191,45 @@ impl Broker for Memory {
         since: Option<Since>,
         ready: Ready<'a>,
     ) -> BoxFuture<'a, Result<Position, SubscribeError>> {
-        Box::pin(future::ready(
-            self.subscribe_now(client, channel, since, ready),
-        ))
+        if self.sink.is_subscribed(client, channel) {
+            return Box::pin(future::ready(Err(SubscribeError::AlreadySubscribed)));
+        }
+        let ns = self.namespaces.of(channel);
+        let mut shard = self.channels.shard(fnv(channel)).lock();
+        if !shard.contains_key(channel) {
+            let chan = self.new_chan(channel);
+            shard.insert(chan.name.clone(), chan);
+        }
+        let chan = shard.get_mut(channel).expect("inserted above");
+        chan.trim(ns.history_size, ns.history_ttl, Instant::now());
+        let position = self.position(chan);
+        // Under the channel's lock no publish can slip between replay and going live.
+        let replay: Result<Vec<Arc<Message>>, u64> = match &since {
+            None => Ok(Vec::new()),
+            Some(since) => chan
+                .after(since, &position.epoch)
+                .map(|msgs| msgs.cloned().collect()),
+        };
+        let replay = match replay {
+            Ok(replay) => replay,
+            Err(oldest) => {
+                if self.idle(chan) {
+                    shard.remove(channel);
+                }
+                let gone = SubscribeError::HistoryGone { oldest, position };
+                return Box::pin(future::ready(Err(gone)));
+            }
+        };
+        ready(&position);
+        for msg in replay {
+            self.sink.replay(client, &msg);
+        }
+        self.sink.attach(client, channel);
+        if self.idle(chan) {
+            // The sink refused the subscription.
+            shard.remove(channel);
+        }
+        Box::pin(future::ready(Ok(position)))
     }
 
     fn history<'a>(
@@ -315,7 +238,25 @@ impl Broker for Memory {
         since: Option<Since>,
         limit: usize,
     ) -> BoxFuture<'a, Result<History, SubscribeError>> {
-        Box::pin(future::ready(self.history_now(channel, since, limit)))
+        let ns = self.namespaces.of(channel);
+        let mut shard = self.channels.shard(fnv(channel)).lock();
+        let Some(chan) = shard.get_mut(channel) else {
+            // Unknown: nothing stored, and nothing is created. The epoch is the one the
+            // channel's next life gets (unless another life starts first).
+            let unknown = Chan {
+                name: Arc::from(""),
+                offset: 0,
+                life: self.lives.load(Relaxed),
+                history: VecDeque::new(),
+            };
+            return Box::pin(future::ready(self.page(&unknown, since, limit)));
+        };
+        chan.trim(ns.history_size, ns.history_ttl, Instant::now());
+        let page = self.page(chan, since, limit);
+        if self.idle(chan) {
+            shard.remove(channel);
+        }
+        Box::pin(future::ready(page))
     }
 
     fn send(
@@ -344,8 +285,16 @@ impl Broker for Memory {
         Box::pin(future::ready(Ok(())))
     }
 
+    /// Frees `channel`'s state if nothing needs it any more.
     fn released<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, ()> {
-        self.release(channel);
+        let ns = self.namespaces.of(channel);
+        let mut shard = self.channels.shard(fnv(channel)).lock();
+        if let Some(chan) = shard.get_mut(channel) {
+            chan.trim(ns.history_size, ns.history_ttl, Instant::now());
+            if self.idle(chan) {
+                shard.remove(channel);
+            }
+        }
         Box::pin(future::ready(()))
     }
 
@@ -357,6 +306,37 @@ impl Broker for Memory {
         Box::pin(future::ready(Ok(self.sink.members(channel))))
     }
 
+    fn tracked(&self) -> usize {
+        self.channels.shards().map(|s| s.lock().len()).sum()
+    }
+
+    /// Trims the history of a few shards' channels and frees the idle ones.
+    fn sweep(&self) -> BoxFuture<'_, ()> {
+        let shards = self.channels.len();
+        let mut seen = 0;
+        for _ in 0..shards {
+            let index = self.cursor.fetch_add(1, Relaxed) % shards;
+            let mut shard = self.channels.shard_at(index).lock();
+            seen += shard.len();
+            let now = Instant::now();
+            shard.retain(|name, chan| {
+                let ns = self.namespaces.of(name);
+                chan.trim(ns.history_size, ns.history_ttl, now);
+                !self.idle(chan)
+            });
+            // Give back the table of a burst of channels that is gone.
+            if shard.capacity() > 64 && shard.capacity() > 4 * shard.len() {
+                shard.shrink_to_fit();
+            }
+            if seen >= SWEEP_BUDGET {
+                break;
+            }
+        }
+        Box::pin(future::ready(()))
+    }
+}
+
+impl Cluster for Memory {
     fn room_join<'a>(
         &'a self,
         room: &'a str,
@@ -419,14 +399,5 @@ impl Broker for Memory {
 
     fn occupancy(&self) -> BoxFuture<'_, Result<Occupancy, BrokerError>> {
         Box::pin(future::ready(Ok(self.sink.channels())))
-    }
-
-    fn tracked(&self) -> usize {
-        self.channels.shards().map(|s| s.lock().len()).sum()
-    }
-
-    fn sweep(&self) -> BoxFuture<'_, ()> {
-        self.sweep_now();
-        Box::pin(future::ready(()))
     }
 }

@@ -1,6 +1,30 @@
 //! The broker seam: where offsets are assigned, history is kept, and messages fan out
-//! across nodes. `Memory` (one node) is the default; every implementation delivers into
-//! the local `Registry` in offset order per channel and passes `tests/broker.rs`.
+//! across nodes. Two traits, both implemented by [`Memory`] (one node, the default) and
+//! [`Redis`] (a cluster):
+//!
+//! - [`Broker`], the core every front uses through the hub: publish, subscribe (with
+//!   recovery from `since`), history, presence, direct sends to a client or a user.
+//! - [`Cluster`], what the Pusher front needs on top, handed to it on its own: rooms
+//!   (presence members with user info), occupancy summed over nodes, and closing a
+//!   user's connections on every node.
+//!
+//! A broker delivers into a [`Sink`] (the hub's registry, seen through a dozen calls), in
+//! offset order per channel, and must pass `tests/broker.rs`.
+//!
+//! **Writing another broker** (say NATS with JetStream) means implementing [`Broker`]:
+//! `publish` (publish to a per-channel subject of a stream keeping `history_size`
+//! messages for `history_ttl`; the stream sequence of the channel's subject, or a
+//! per-channel counter, is the offset and the stream's creation the epoch), `subscribe`
+//! (one subscription per channel with local subscribers; read the stored messages after
+//! `since` through `check_since`, replay them into the sink, then `Sink::attach`, and
+//! deliver live messages with `Sink::deliver` in offset order, filling gaps from the
+//! stream), `history`, `released` (drop the channel's subscription once the sink has no
+//! subscriber left), `send`/`send_user` (a per-node and a users subject), `presence_event`
+//! and `presence` (a key-value bucket with per-entry expiry), `healthy` and `tracked`;
+//! `sweep` has a default. [`Cluster`] is needed only to serve the Pusher front on that
+//! broker (a key-value bucket for rooms and occupancy, a subject for `close_user`).
+//! `redis/` shows every piece: `pubsub.rs` the ordered delivery and gap filling,
+//! `channels.rs` the core operations.
 
 mod memory;
 mod redis;
@@ -195,10 +219,27 @@ pub trait Broker: Send + Sync + 'static {
     /// Who is in a presence channel, on every node.
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>>;
 
+    /// How many channels the broker holds state for on this node (offsets, history,
+    /// subscriptions): channels with local subscribers or retained history only.
+    fn tracked(&self) -> usize;
+
+    /// Frees state that is no longer needed (history past its TTL); called about once a
+    /// second, doing a bounded amount of work each time.
+    fn sweep(&self) -> BoxFuture<'_, ()> {
+        Box::pin(futures_util::future::ready(()))
+    }
+}
+
+/// The cluster-wide state the Pusher front needs beyond the core [`Broker`]: presence
+/// rooms with user info, subscriber counts summed over nodes, and closing a user's
+/// connections on every node. Implemented by the same brokers, handed to the Pusher
+/// front on its own (the hub holds only the core broker).
+pub trait Cluster: Send + Sync + 'static {
     /// Adds `member` to the cluster-wide room `room` (a membership list with user info,
-    /// as Pusher presence channels need; unlike `presence_event` it announces nothing);
-    /// every member after the join, on every node, oldest first. Atomic per room: of two
-    /// connections of one user joining at once, exactly one sees no other of its user.
+    /// as Pusher presence channels need; unlike `Broker::presence_event` it announces
+    /// nothing); every member after the join, on every node, oldest first. Atomic per
+    /// room: of two connections of one user joining at once, exactly one sees no other of
+    /// its user.
     fn room_join<'a>(
         &'a self,
         room: &'a str,
@@ -224,7 +265,7 @@ pub trait Broker: Send + Sync + 'static {
         reason: Disconnect,
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
 
-    /// Records this node's subscriber count of `channel` (read from the registry) in the
+    /// Records this node's subscriber count of `channel` (read from the sink) in the
     /// cluster-wide occupancy; the channel's cluster-wide count just before and after.
     /// Atomic: of several nodes syncing at once, one sees the count leave (or reach) 0.
     fn occupancy_sync<'a>(
@@ -235,14 +276,4 @@ pub trait Broker: Send + Sync + 'static {
     /// Every channel with subscribers on some node and its cluster-wide subscriber count,
     /// sorted by name.
     fn occupancy(&self) -> BoxFuture<'_, Result<Occupancy, BrokerError>>;
-
-    /// How many channels the broker holds state for on this node (offsets, history,
-    /// subscriptions): channels with local subscribers or retained history only.
-    fn tracked(&self) -> usize;
-
-    /// Frees state that is no longer needed (history past its TTL); called about once a
-    /// second, doing a bounded amount of work each time.
-    fn sweep(&self) -> BoxFuture<'_, ()> {
-        Box::pin(futures_util::future::ready(()))
-    }
 }

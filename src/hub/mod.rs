@@ -205,16 +205,6 @@ impl Hub {
         self.registry.now()
     }
 
-    /// The broker, shared (for the metrics of what it holds).
-    pub fn broker_arc(&self) -> Arc<dyn Broker> {
-        self.broker.clone()
-    }
-
-    /// The broker (for cluster-wide rooms, occupancy and `close_user`).
-    pub fn broker(&self) -> &dyn Broker {
-        &*self.broker
-    }
-
     /// Publishes to a channel (`*` = every client) through the broker; the offset.
     pub async fn publish(&self, channel: &str, payload: Payload) -> Result<u64, BrokerError> {
         self.registry.stats.published.fetch_add(1, Relaxed);

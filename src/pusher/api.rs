@@ -327,8 +327,7 @@ pub async fn users(
 async fn terminate_user(pusher: &Pusher, tenant: &Tenant, user: &str) -> Answer {
     let key = Pusher::user_key(tenant, user);
     pusher
-        .hub
-        .broker()
+        .cluster
         .close_user(&key, Disconnect::Terminated)
         .await?;
     Ok(axum::Json(json!({})))

@@ -124,7 +124,7 @@ pub(super) async fn subscribe(
     }
     let cache = kind_of(channel).1;
     let hub_channel = tenant.hub_channel(channel);
-    let broker = pusher.hub.broker();
+    let cluster = &*pusher.cluster;
     let already = client.is_subscribed(&hub_channel);
     // Presence: join the cluster-wide room first; the reply's snapshot is who is in it
     // then. (A member whose join lands between this and the subscription taking effect
@@ -134,10 +134,10 @@ pub(super) async fn subscribe(
         None => None,
         Some((user_id, info)) => {
             let members = if already {
-                broker.room(&hub_channel).await
+                cluster.room(&hub_channel).await
             } else {
                 let joiner = presence::member(client.id, user_id, info);
-                broker.room_join(&hub_channel, joiner).await
+                cluster.room_join(&hub_channel, joiner).await
             };
             let members = match members {
                 Ok(members) => members,
@@ -149,7 +149,7 @@ pub(super) async fn subscribe(
             if !already {
                 new_user = presence::only_connection(&members, client.id, user_id);
                 if new_user && presence::users(&members).len() > limits.max_presence_members {
-                    let _ = broker.room_leave(&hub_channel, client.id).await;
+                    let _ = cluster.room_leave(&hub_channel, client.id).await;
                     let refusal = ("LimitReached", "presence channel is full".to_string(), 403);
                     return subscription_error(pusher, client, channel, refusal);
                 }
@@ -192,7 +192,7 @@ pub(super) async fn subscribe(
         .await
     {
         if member.is_some() {
-            let _ = broker.room_leave(&hub_channel, client.id).await;
+            let _ = cluster.room_leave(&hub_channel, client.id).await;
         }
         let refusal = match e {
             SubscribeError::TooManyChannels(_) => ("LimitReached", e.to_string(), 403),
@@ -209,7 +209,7 @@ pub(super) async fn subscribe(
         }
     }
     // Cluster-wide occupancy: exactly one node sees the channel leave 0.
-    match broker.occupancy_sync(&hub_channel).await {
+    match cluster.occupancy_sync(&hub_channel).await {
         Ok((0, after)) if after > 0 => pusher.webhooks.emit(
             tenant,
             json!({ "name": "channel_occupied", "channel": channel }),
@@ -289,10 +289,10 @@ pub(super) async fn left(
     channel: &str,
 ) {
     let hub_channel = tenant.hub_channel(channel);
-    let broker = pusher.hub.broker();
+    let cluster = &*pusher.cluster;
     if kind_of(channel).0 == Kind::Presence {
         // Only the user's last connection in the room, on any node, removes the member.
-        let last = match broker.room_leave(&hub_channel, client.id).await {
+        let last = match cluster.room_leave(&hub_channel, client.id).await {
             Ok((Some(gone), rest)) => gone
                 .user
                 .filter(|user| presence::only_connection(&rest, client.id, user))
@@ -317,7 +317,7 @@ pub(super) async fn left(
             .await;
         }
     }
-    match broker.occupancy_sync(&hub_channel).await {
+    match cluster.occupancy_sync(&hub_channel).await {
         Ok((before, 0)) if before > 0 => pusher.webhooks.emit(
             tenant,
             json!({ "name": "channel_vacated", "channel": channel }),

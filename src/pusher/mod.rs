@@ -20,12 +20,14 @@ pub mod presence;
 pub mod protocol;
 pub mod webhooks;
 
+use std::sync::Arc;
+
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::broker::BrokerError;
+use crate::broker::{BrokerError, Cluster};
 use crate::config::Config;
 use crate::frame;
 use crate::hub::{ClientId, Event, Hub, Payload};
@@ -139,6 +141,8 @@ pub struct Pusher {
     pub apps: Apps,
     /// The hub everything is published through.
     pub hub: Hub,
+    /// The broker's cluster-wide rooms, occupancy and user termination.
+    pub cluster: Arc<dyn Cluster>,
     /// The last events of cache channels (presence members are in the broker's rooms).
     pub rooms: presence::Rooms,
     /// The webhook queue.
@@ -154,9 +158,9 @@ impl std::fmt::Debug for Pusher {
 }
 
 impl Pusher {
-    /// The Pusher front of a (validated) configuration; starts the webhook worker when an
-    /// app has webhooks.
-    pub fn new(config: &Config, hub: Hub) -> Self {
+    /// The Pusher front of a (validated) configuration over the hub and the broker's
+    /// `cluster` side; starts the webhook worker when an app has webhooks.
+    pub fn new(config: &Config, hub: Hub, cluster: Arc<dyn Cluster>) -> Self {
         let apps = Apps::from_config(config).unwrap_or_else(|e| {
             tracing::error!(error = %e, "pusher apps are invalid; none are served");
             Apps::default()
@@ -165,6 +169,7 @@ impl Pusher {
         Pusher {
             apps,
             hub,
+            cluster,
             rooms: presence::Rooms::default(),
             webhooks,
             activity_timeout: config.ping_interval,
@@ -172,7 +177,7 @@ impl Pusher {
     }
 
     /// The registry user a connection of `tenant` signed in as `user` is bound to (so
-    /// `Broker::close_user` reaches it on any node).
+    /// `Cluster::close_user` reaches it on any node).
     pub fn user_key(tenant: &Tenant, user: &str) -> String {
         format!("pusher:{}:{user}", tenant.app.id)
     }
@@ -203,7 +208,7 @@ impl Pusher {
         channel: &str,
     ) -> Result<usize, BrokerError> {
         let hub_channel = tenant.hub_channel(channel);
-        let all = self.hub.broker().occupancy().await?;
+        let all = self.cluster.occupancy().await?;
         Ok(all
             .iter()
             .find(|(name, _)| **name == *hub_channel)
@@ -212,7 +217,7 @@ impl Pusher {
 
     /// Distinct users in an app's presence channel, on every node, in join order.
     pub async fn users(&self, tenant: &Tenant, channel: &str) -> Result<Vec<String>, BrokerError> {
-        let members = self.hub.broker().room(&tenant.hub_channel(channel)).await?;
+        let members = self.cluster.room(&tenant.hub_channel(channel)).await?;
         Ok(presence::users(&members))
     }
 
@@ -220,8 +225,7 @@ impl Pusher {
     /// subscriber counts.
     pub async fn channels(&self, tenant: &Tenant) -> Result<Vec<(String, usize)>, BrokerError> {
         Ok(self
-            .hub
-            .broker()
+            .cluster
             .occupancy()
             .await?
             .into_iter()

@@ -1,5 +1,5 @@
 //! Presence channel membership and the last event of cache channels. Members live in
-//! the broker's cluster-wide rooms (`Broker::room_join`, one room per presence hub
+//! the broker's cluster-wide rooms (`Cluster::room_join`, one room per presence hub
 //! channel, `user` = Pusher user id, `info` = `user_info` as JSON text); this module
 //! turns them into the protocol's `presence` object. Cached events are kept on this node.
 

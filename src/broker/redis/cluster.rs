@@ -1,0 +1,306 @@
+//! What the Pusher front needs cluster-wide, over Redis (`impl Cluster for Redis`):
+//! rooms (a hash per room of members with user info, entries refreshed by their node),
+//! occupancy (a hash per node of its subscriber counts, summed over the live nodes by a
+//! script), and closing a user's connections on every node (a pub/sub message).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use super::wire::{occupancy_key, room_key, OCCUPANCY_NODES};
+use super::{bounded, now_ms, Inner, Redis, PRESENCE_TTL_MS};
+use crate::broker::{BrokerError, Cluster, Member, Occupancy, RoomLeft};
+use crate::model::{ClientId, Disconnect};
+
+/// Records a node's subscriber count of a channel and sums it over live nodes.
+/// KEYS: the node's occupancy hash, the live-nodes zset. ARGV: node, channel, count,
+/// node expiry (ms), now (ms), hash ttl (ms). Returns {before, after} cluster-wide.
+pub(super) const OCCUPANCY_SYNC: &str = r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
+local new = tonumber(ARGV[3])
+if new > 0 then
+  redis.call('HSET', KEYS[1], ARGV[2], new)
+else
+  redis.call('HDEL', KEYS[1], ARGV[2])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+local total = 0
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[5], '+inf')) do
+  total = total + tonumber(redis.call('HGET', 'wspush:occupancy:' .. node, ARGV[2]) or '0')
+end
+return {total - new + old, total}
+"#;
+
+/// Every channel's subscriber count summed over live nodes, as a flat name, count list.
+/// KEYS: the live-nodes zset. ARGV: now (ms).
+pub(super) const OCCUPANCY_ALL: &str = r#"
+local sums = {}
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
+  local h = redis.call('HGETALL', 'wspush:occupancy:' .. node)
+  for i = 1, #h, 2 do
+    sums[h[i]] = (sums[h[i]] or 0) + tonumber(h[i + 1])
+  end
+end
+local out = {}
+for name, n in pairs(sums) do
+  if n > 0 then
+    table.insert(out, name)
+    table.insert(out, n)
+  end
+end
+return out
+"#;
+
+/// A room entry as stored in the room's hash (field: the client id).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct RoomEntry {
+    /// The node holding the connection.
+    n: u32,
+    /// Expiry (ms) unless its node refreshes it.
+    e: u64,
+    /// When it joined (ms), for join order.
+    j: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    u: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    i: Option<String>,
+}
+
+/// The unexpired members of a room's hash, oldest first.
+fn room_members(all: HashMap<String, String>, now: u64) -> Vec<Member> {
+    let mut entries: Vec<(u64, Member)> = all
+        .into_iter()
+        .filter_map(|(client, value)| {
+            let entry: RoomEntry = serde_json::from_str(&value).ok()?;
+            (entry.e > now).then_some(())?;
+            let member = Member {
+                client: ClientId(client.parse().ok()?),
+                user: entry.u.map(Arc::from),
+                info: entry.i.map(Arc::from),
+            };
+            Some((entry.j, member))
+        })
+        .collect();
+    entries.sort_by_key(|(joined, m)| (*joined, m.client));
+    entries.into_iter().map(|(_, m)| m).collect()
+}
+
+impl Inner {
+    /// Rewrites this node's room entries with a new expiry and drops expired ones.
+    pub(super) async fn refresh_rooms(&self) -> redis::RedisResult<()> {
+        let now = now_ms();
+        type Values = Vec<(u64, String)>;
+        let rooms: Vec<(Arc<str>, Values)> = {
+            let mut rooms = self.rooms.lock();
+            rooms
+                .iter_mut()
+                .map(|(room, entries)| {
+                    let values = entries
+                        .iter_mut()
+                        .map(|(client, entry)| {
+                            entry.e = now + PRESENCE_TTL_MS;
+                            (*client, serde_json::to_string(&*entry).expect("serializes"))
+                        })
+                        .collect();
+                    (room.clone(), values)
+                })
+                .collect()
+        };
+        for (room, values) in rooms {
+            let mut conn = self.shard(&room).conn.clone();
+            let key = room_key(&room);
+            let mut pipe = redis::pipe();
+            for (client, value) in values {
+                pipe.hset(&key, client, value).ignore();
+            }
+            pipe.pexpire(&key, (2 * PRESENCE_TTL_MS) as i64).ignore();
+            let all: HashMap<String, String> = pipe
+                .hgetall(&key)
+                .query_async::<(HashMap<String, String>,)>(&mut conn)
+                .await?
+                .0;
+            for (client, value) in all {
+                let expired =
+                    serde_json::from_str::<RoomEntry>(&value).map_or(true, |e| e.e <= now);
+                if expired {
+                    redis::cmd("HDEL")
+                        .arg(&key)
+                        .arg(&client)
+                        .query_async::<()>(&mut conn)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites this node's subscriber counts in the cluster-wide occupancy.
+    pub(super) async fn refresh_occupancy(&self) -> redis::RedisResult<()> {
+        let node = self.local.node();
+        let key = occupancy_key(node);
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&key).ignore();
+        for (channel, n) in self.local.channels() {
+            pipe.hset(&key, &*channel, n).ignore();
+        }
+        pipe.pexpire(&key, (2 * PRESENCE_TTL_MS) as i64).ignore();
+        pipe.zadd(OCCUPANCY_NODES, node, now + PRESENCE_TTL_MS)
+            .ignore();
+        let mut conn = self.shards[0].conn.clone();
+        pipe.query_async::<()>(&mut conn).await
+    }
+}
+
+impl Cluster for Redis {
+    fn room_join<'a>(
+        &'a self,
+        room: &'a str,
+        member: Member,
+    ) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>> {
+        Box::pin(async move {
+            let now = now_ms();
+            let entry = RoomEntry {
+                n: self.inner.local.node(),
+                e: now + PRESENCE_TTL_MS,
+                j: now,
+                u: member.user.as_deref().map(str::to_string),
+                i: member.info.as_deref().map(str::to_string),
+            };
+            let value = serde_json::to_string(&entry).expect("serializes");
+            self.inner
+                .rooms
+                .lock()
+                .entry(Arc::from(room))
+                .or_default()
+                .insert(member.client.0, entry);
+            let key = room_key(room);
+            let mut conn = self.inner.shard(room).conn.clone();
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .hset(&key, member.client.0, value)
+                .ignore()
+                .pexpire(&key, (2 * PRESENCE_TTL_MS) as i64)
+                .ignore()
+                .hgetall(&key);
+            let (all,): (HashMap<String, String>,) = bounded(pipe.query_async(&mut conn)).await?;
+            Ok(room_members(all, now))
+        })
+    }
+
+    fn room_leave<'a>(
+        &'a self,
+        room: &'a str,
+        client: ClientId,
+    ) -> BoxFuture<'a, Result<RoomLeft, BrokerError>> {
+        Box::pin(async move {
+            {
+                let mut rooms = self.inner.rooms.lock();
+                if let Some(entries) = rooms.get_mut(room) {
+                    entries.remove(&client.0);
+                    if entries.is_empty() {
+                        rooms.remove(room);
+                    }
+                }
+            }
+            let key = room_key(room);
+            let mut conn = self.inner.shard(room).conn.clone();
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .hget(&key, client.0)
+                .hdel(&key, client.0)
+                .ignore()
+                .hgetall(&key);
+            let (gone, all): (Option<String>, HashMap<String, String>) =
+                bounded(pipe.query_async(&mut conn)).await?;
+            let gone = gone
+                .and_then(|v| serde_json::from_str::<RoomEntry>(&v).ok())
+                .map(|e| Member {
+                    client,
+                    user: e.u.map(Arc::from),
+                    info: e.i.map(Arc::from),
+                });
+            Ok((gone, room_members(all, now_ms())))
+        })
+    }
+
+    fn room<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.inner.shard(room).conn.clone();
+            let all: HashMap<String, String> = bounded(
+                redis::cmd("HGETALL")
+                    .arg(room_key(room))
+                    .query_async(&mut conn),
+            )
+            .await?;
+            Ok(room_members(all, now_ms()))
+        })
+    }
+
+    fn close_user<'a>(
+        &'a self,
+        user: &'a str,
+        reason: Disconnect,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let index = Disconnect::ALL
+                .iter()
+                .position(|r| *r == reason)
+                .unwrap_or(0);
+            let mut conn = self.inner.shards[0].conn.clone();
+            bounded(
+                redis::cmd("PUBLISH")
+                    .arg("wspush:close")
+                    .arg(format!("{index}:{user}"))
+                    .query_async::<()>(&mut conn),
+            )
+            .await
+        })
+    }
+
+    fn occupancy_sync<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<(usize, usize), BrokerError>> {
+        Box::pin(async move {
+            let node = self.inner.local.node();
+            let now = now_ms();
+            let mut conn = self.inner.shards[0].conn.clone();
+            bounded(
+                self.inner
+                    .occupancy_sync
+                    .key(occupancy_key(node))
+                    .key(OCCUPANCY_NODES)
+                    .arg(node)
+                    .arg(channel)
+                    .arg(self.inner.local.subscribers(channel))
+                    .arg(now + PRESENCE_TTL_MS)
+                    .arg(now)
+                    .arg(2 * PRESENCE_TTL_MS)
+                    .invoke_async(&mut conn),
+            )
+            .await
+        })
+    }
+
+    fn occupancy(&self) -> BoxFuture<'_, Result<Occupancy, BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.inner.shards[0].conn.clone();
+            let flat: Vec<(String, usize)> = bounded(
+                self.inner
+                    .occupancy_all
+                    .key(OCCUPANCY_NODES)
+                    .arg(now_ms())
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+            let mut all: Vec<(Arc<str>, usize)> =
+                flat.into_iter().map(|(c, n)| (Arc::from(c), n)).collect();
+            all.sort();
+            Ok(all)
+        })
+    }
+}
