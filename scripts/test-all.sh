@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with the Rust toolchain:
 # installs what the tests need (chromium, redis-server, node/npm, playwright-core,
-# the Autobahn|Testsuite venv), then runs lints, Rust tests, browser tests and Autobahn.
+# the Autobahn|Testsuite venv, cargo-deb), then runs lints, Rust tests, browser tests,
+# Autobahn, and checks the install paths (cargo install, the Debian package).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,5 +40,11 @@ scripts/test-pusher.sh
 
 say "Autobahn|Testsuite against wspush serve --upstream echo"
 scripts/autobahn.sh
+
+say "install: cargo install --locked --path . into a temporary root, wspush --version"
+scripts/check-install.sh
+
+say "Debian package: cargo deb, its contents, systemd-analyze verify, the packaged binary"
+scripts/check-package.sh
 
 say "all tests passed"
