@@ -36,7 +36,7 @@ fi
 say "cargo deb ($(cargo deb --version))"
 deb=$(cargo deb --locked 2>&1 | tee /dev/stderr | grep -E '\.deb$' | tail -1)
 [ -f "$deb" ] || fail "cargo deb printed no package path"
-echo "package: $deb ($(du -h "$deb" | cut -f1))"
+printf '\npackage: %s (%s)\n' "$deb" "$(du -h "$deb" | cut -f1)"
 
 work=$(mktemp -d)
 server=""
