@@ -12,7 +12,8 @@
 # and sockudo (bench/anchors/pusher, installed by its install.sh; same Pusher workload).
 # echo100 is skipped for the Pusher servers (the protocol has no echo).
 #
-# Needs: a release build (made here unless BIN is given), node 20 and `npm ci` in bench/anchors (done here).
+# Needs: a bench-bin build (the release code with line tables for perf; made here unless
+# BIN is given), node 20 and `npm ci` in bench/anchors (done here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,11 +24,11 @@ OUT=${OUT:-bench/results/$(date -u +%Y-%m-%d).jsonl}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 # BIN=path/to/wspush measures a binary built elsewhere (e.g. from a clean checkout of
-# one commit while the work tree is being edited); otherwise the release build is made.
+# one commit while the work tree is being edited); otherwise the bench-bin build is made.
 BIN=${BIN:-}
 if [ -z "$BIN" ]; then
-  cargo build --release --quiet
-  BIN=target/release/wspush
+  cargo build --profile bench-bin --quiet
+  BIN=target/bench-bin/wspush
 fi
 if [ ! -d bench/anchors/node_modules ]; then
   (cd bench/anchors && npm ci --no-audit --no-fund --silent)

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs the Autobahn|Testsuite (RFC 6455 conformance) against `wspush serve --upstream echo`
 # and fails unless 0 cases FAILED. Report: ${OUT:-target/autobahn}/index.html.
+# The runner is tools/autobahn (the suite ported to Python 3); its first run builds a venv
+# at ${AUTOBAHN_VENV:-target/autobahn-venv} from PyPI (and installs python3-venv if needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-AUTOBAHN="${AUTOBAHN:-../shared/tools/autobahn}"
+AUTOBAHN="${AUTOBAHN:-tools/autobahn}"
+export AUTOBAHN_VENV="${AUTOBAHN_VENV:-$PWD/target/autobahn-venv}"
 OUT="${OUT:-target/autobahn}"
 cargo build --release --locked --bin wspush
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

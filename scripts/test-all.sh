@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with the Rust toolchain:
 # installs what the tests need (chromium, redis-server, node/npm, playwright-core,
-# the Autobahn|Testsuite venv), then runs lints, Rust tests, browser tests and Autobahn.
+# the Autobahn|Testsuite venv, cargo-deb, cargo-fuzz), then runs lints, the layering
+# check, Rust tests, browser tests, Autobahn, the fuzz targets, and checks the install
+# paths (cargo install, the Debian package).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,5 +47,11 @@ scripts/autobahn.sh
 
 say "fuzzing: every parser's target for 30 s (crashes fail the run)"
 scripts/fuzz.sh 30
+
+say "install: cargo install --locked --path . into a temporary root, wspush --version"
+scripts/check-install.sh
+
+say "Debian package: cargo deb, its contents, systemd-analyze verify, the packaged binary"
+scripts/check-package.sh
 
 say "all tests passed"

@@ -7,8 +7,16 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use wspush::config::Config;
 use wspush::server::{self, ConsoleMode};
 
+/// `wspush --version`: the crate version and the git commit it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("WSPUSH_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(name = "wspush", version, about = "A real-time WebSocket push server")]
+#[command(name = "wspush", version = VERSION, about = "A real-time WebSocket push server")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
