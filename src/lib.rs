@@ -2,8 +2,10 @@
 //!
 //! # Layout
 //!
-//! - [`server`]: `run(listener, config, console, shutdown)`: builds the hub, accepts
+//! - [`server`]: `run(listener, runtime, console, shutdown)`: builds the hub, accepts
 //!   connections (hyper HTTP/1 with upgrades), shuts down gracefully.
+//! - [`setup`]: `build(config)`: validates the configuration and builds, once, what the
+//!   server runs with (token verifier, Pusher apps, TLS acceptor, proxies, namespaces).
 //! - [`hub`]: clients, channel subscriptions and fan-out into bounded per-client outboxes,
 //!   which flusher tasks (one per runtime worker) write straight to the sockets; every
 //!   publish goes through the broker. Knows sockets only as a `Writer` (a non-blocking
@@ -18,7 +20,8 @@
 //! - [`access`]: the one channel access decision every front asks (namespaces, token
 //!   grants, Pusher auth, Pusher's reserved prefixes).
 //! - [`auth`]: JWT verification into grants (user id, expiry, channel patterns).
-//! - [`config`]: `serve` options (flags, env, TOML file) and their validation.
+//! - [`config`]: `serve` options (flags, env, TOML file, `[[apps]]`) as plain data, and
+//!   the checks of their fields; imports no runtime module.
 //! - [`limits`]: connection permits (total and per IP).
 //! - [`metrics`]: `/metrics` exposition from the hub's atomic counters.
 //! - [`namespace`]: per-prefix channel settings (history, presence, anonymous access).
@@ -51,6 +54,7 @@ pub mod protocol;
 pub mod publish;
 pub mod pusher;
 pub mod server;
+pub mod setup;
 mod shard;
 pub mod shutdown;
 pub mod state;

@@ -26,7 +26,6 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::broker::BrokerError;
-use crate::config::Config;
 use crate::hub::{ClientId, Event, Hub, Payload};
 use crate::ws::frame;
 pub use apps::{App, AppLimits, Apps, Tenant, Webhook};
@@ -154,20 +153,17 @@ impl std::fmt::Debug for Pusher {
 }
 
 impl Pusher {
-    /// The Pusher front of a (validated) configuration; starts the webhook worker when an
-    /// app has webhooks.
-    pub fn new(config: &Config, hub: Hub) -> Self {
-        let apps = Apps::from_config(config).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "pusher apps are invalid; none are served");
-            Apps::default()
-        });
+    /// The Pusher front serving `apps` (see `crate::setup::build`); starts the webhook
+    /// worker when an app has webhooks. Clients are told to ping after
+    /// `activity_timeout` seconds of silence.
+    pub fn new(apps: Apps, hub: Hub, activity_timeout: u32) -> Self {
         let webhooks = webhooks::Webhooks::start(apps.iter().any(|t| !t.app.webhooks.is_empty()));
         Pusher {
             apps,
             hub,
             rooms: presence::Rooms::default(),
             webhooks,
-            activity_timeout: config.ping_interval,
+            activity_timeout,
         }
     }
 
