@@ -2,12 +2,12 @@
 //! PEM public key; only the configured algorithm is accepted) into a `Grant`: the user
 //! id, the expiry, and the channels the token allows to subscribe and publish.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::config::{Config, ConfigError};
 use crate::namespace::Access;
 
 /// Why a token was refused.
@@ -22,6 +22,33 @@ pub enum AuthError {
     /// Bad signature, wrong algorithm, malformed, or missing claims.
     #[error("invalid token: {0}")]
     Invalid(String),
+}
+
+/// Why a verifier cannot be made from its key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The HS256 secret is too short to resist guessing.
+    #[error("must be at least 16 bytes")]
+    ShortSecret,
+    /// The public key file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The algorithm is not one a public key can verify.
+    #[error("{0:?} is not RS256 or ES256")]
+    Algorithm(String),
+    /// The file holds no public key of the algorithm.
+    #[error("not a {algorithm:?} public key in PEM: {reason}")]
+    NotAKey {
+        /// The algorithm asked for.
+        algorithm: Algorithm,
+        /// The parser's message.
+        reason: String,
+    },
 }
 
 /// A channel pattern from a token: `news` (exact), `chat:*` (prefix) or `*` (any).
@@ -127,61 +154,44 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// A verifier from `jwt_secret` (HS256) or `jwt_public_key` + `jwt_algorithm`
-    /// (RS256/ES256); `None` when neither is configured.
-    pub fn from_config(config: &Config) -> Result<Option<Verifier>, ConfigError> {
-        let invalid = |key: &'static str, reason: String| ConfigError::Invalid { key, reason };
-        let (key, alg) = match (&config.jwt_secret, &config.jwt_public_key) {
-            (None, None) => return Ok(None),
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "jwt_secret/jwt_public_key",
-                    "configure one, not both".into(),
-                ));
-            }
-            (Some(secret), None) => {
-                if secret.len() < 16 {
-                    return Err(invalid("jwt_secret", "must be at least 16 bytes".into()));
-                }
-                (
-                    DecodingKey::from_secret(secret.as_bytes()),
-                    Algorithm::HS256,
-                )
-            }
-            (None, Some(path)) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    invalid(
-                        "jwt_public_key",
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?;
-                let alg = match config.jwt_algorithm.as_str() {
-                    "RS256" => Algorithm::RS256,
-                    "ES256" => Algorithm::ES256,
-                    other => {
-                        return Err(invalid(
-                            "jwt_algorithm",
-                            format!("{other:?} is not RS256 or ES256"),
-                        ))
-                    }
-                };
-                let key = match alg {
-                    Algorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
-                    _ => DecodingKey::from_ec_pem(&pem),
-                }
-                .map_err(|e| {
-                    invalid(
-                        "jwt_public_key",
-                        format!("not a {alg:?} public key in PEM: {e}"),
-                    )
-                })?;
-                (key, alg)
-            }
+    /// An HS256 verifier with a shared secret (at least 16 bytes).
+    pub fn hs256(secret: &[u8]) -> Result<Verifier, KeyError> {
+        if secret.len() < 16 {
+            return Err(KeyError::ShortSecret);
+        }
+        Ok(Verifier::with(
+            DecodingKey::from_secret(secret),
+            Algorithm::HS256,
+        ))
+    }
+
+    /// An RS256 or ES256 verifier (`algorithm`) with the PEM public key in the file `path`.
+    pub fn public_key(path: &Path, algorithm: &str) -> Result<Verifier, KeyError> {
+        let pem = std::fs::read(path).map_err(|e| KeyError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let alg = match algorithm {
+            "RS256" => Algorithm::RS256,
+            "ES256" => Algorithm::ES256,
+            other => return Err(KeyError::Algorithm(other.to_string())),
         };
+        let key = match alg {
+            Algorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
+            _ => DecodingKey::from_ec_pem(&pem),
+        }
+        .map_err(|e| KeyError::NotAKey {
+            algorithm: alg,
+            reason: e.to_string(),
+        })?;
+        Ok(Verifier::with(key, alg))
+    }
+
+    fn with(key: DecodingKey, alg: Algorithm) -> Verifier {
         let mut validation = Validation::new(alg);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        Ok(Some(Verifier { key, validation }))
+        Verifier { key, validation }
     }
 
     /// Verifies a token (signature, algorithm, `exp`) into a grant.

@@ -20,7 +20,10 @@
 //! - Fronts: [`ws`] (the WebSocket session and upgrade path, the `Front` trait, raw and
 //!   JSON mode) and [`pusher`] (Pusher protocol 7, its signed HTTP API, webhooks).
 //! - [`http`]: the native HTTP surface (`router`), merged with the fronts' routes.
-//! - [`server`]: builds everything, accepts connections, shuts down gracefully.
+//! - [`setup`]: `build(config)` validates the configuration and builds, once, what the
+//!   server runs with (token verifier, Pusher apps, TLS acceptor, proxies, namespaces).
+//! - [`server`]: `run(listener, runtime, console, shutdown)`: accepts connections, shuts
+//!   down gracefully.
 //! - Commands: [`client`], [`publish`], [`bench`] (the load generator).
 
 pub mod access;
@@ -43,6 +46,7 @@ pub mod protocol;
 pub mod publish;
 pub mod pusher;
 pub mod server;
+pub mod setup;
 mod shard;
 pub mod shutdown;
 pub mod state;

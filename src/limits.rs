@@ -12,6 +12,11 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// What subscribing to or leaving a presence channel costs of the command budget: each
+/// one makes an announcement to every member, so one client's churn must not become
+/// everyone's traffic.
+pub const PRESENCE_COST: f64 = 10.0;
+
 /// A token bucket: refills at `rate` tokens per second up to `burst`; starts full.
 /// Made on first use (boxed in the connection's state), so idle connections carry none.
 #[derive(Debug)]

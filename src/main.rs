@@ -110,7 +110,9 @@ enum Failure {
 }
 
 async fn serve(config: Config) -> Result<(), Failure> {
-    config.validate().map_err(|e| Failure::Config(e.into()))?;
+    // Everything the options describe is checked and built before anything binds.
+    let runtime = wspush::setup::build(config).map_err(|e| Failure::Config(e.into()))?;
+    let config = runtime.config.clone();
     if config.print_config {
         print!("{}", config.to_toml());
         return Ok(());
@@ -121,7 +123,7 @@ async fn serve(config: Config) -> Result<(), Failure> {
     println!("listening on http://{addr}");
     server::run(
         listener,
-        config,
+        runtime,
         ConsoleMode::Stdio,
         wspush::shutdown::signal(),
     )

@@ -1,5 +1,6 @@
-//! `run(listener, config, shutdown)`: builds the hub and serves HTTP and WebSocket
-//! connections until `shutdown` resolves, then closes every client with 1001.
+//! `run(listener, runtime, console, shutdown)`: builds the hub from the runtime objects
+//! `setup::build` made of the configuration, serves HTTP and WebSocket connections until
+//! `shutdown` resolves, then closes every client with 1001.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,18 +13,16 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use crate::auth::Verifier;
 use crate::broker::{Broker, Cluster, Memory, Redis};
-use crate::config::Config;
 use crate::console::{self, Console};
 use crate::http;
 use crate::hub::{Hub, QueueLimits, Registry};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::model::Disconnect;
-use crate::net::Proxies;
 use crate::pusher::format::PUSHER;
 use crate::pusher::PusherFront;
+use crate::setup::Runtime;
 use crate::shutdown::Shutdown;
 use crate::state::{AppState, Shared};
 use crate::upstream::Upstream;
@@ -41,16 +40,22 @@ pub enum ConsoleMode {
 /// Serves on `listener` until `shutdown` resolves (or `/quit` on the console).
 pub async fn run(
     listener: TcpListener,
-    config: Config,
+    runtime: Runtime,
     console_mode: ConsoleMode,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let config = Arc::new(config);
+    let Runtime {
+        config,
+        verifier,
+        apps,
+        tls,
+        proxies,
+        namespaces,
+    } = runtime;
     let limits = QueueLimits {
         max_frames: config.queue_max_frames,
         max_bytes: config.queue_max_bytes,
     };
-    let namespaces = Arc::new(config.namespaces());
     let redis_urls = config.redis_urls();
     // One fan-out flusher lane per runtime worker thread.
     let lanes = tokio::runtime::Handle::current().metrics().num_workers();
@@ -87,11 +92,12 @@ pub async fn run(
     } else {
         console
     };
-    let pusher = Arc::new(crate::pusher::Pusher::new(&config, hub.clone(), cluster));
-    let proxies = Arc::new(
-        Proxies::parse(&config.trusted_proxies)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
-    );
+    let pusher = Arc::new(crate::pusher::Pusher::new(
+        apps,
+        hub.clone(),
+        cluster,
+        config.ping_interval,
+    ));
     let state = AppState::new(Shared {
         metrics: Arc::new(Metrics::new(registry.clone(), broker.clone())),
         hub: hub.clone(),
@@ -102,9 +108,7 @@ pub async fn run(
             config.max_connections,
             config.max_connections_per_ip,
         )),
-        verifier: Verifier::from_config(&config)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
-            .map(Arc::new),
+        verifier,
     });
     // Every front's format is named in the metrics from the start.
     for format in [&RAW, &JSON, &PUSHER] {
@@ -138,13 +142,6 @@ pub async fn run(
         })
     };
 
-    let tls =
-        match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key).map_err(|e| {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
-            })?),
-            _ => None,
-        };
     tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "serving");
     tokio::pin!(shutdown);
     loop {

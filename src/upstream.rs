@@ -1,75 +1,15 @@
 //! Upstream: what happens to messages raw clients send (shown on the console, then
 //! none | echo | publish:CHANNEL | webhook:URL). Never dropped silently.
 
-use std::str::FromStr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use base64::Engine;
 use serde::Deserialize;
 
+pub use crate::config::Spec;
 use crate::console::{Console, Escaped};
 use crate::hub::{ClientId, Hub, Kind, Payload};
-
-/// The configured upstream handler.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum Spec {
-    /// Only shown on the console and counted.
-    None,
-    /// Sent back to the client that sent it.
-    Echo,
-    /// Republished to a channel.
-    Publish(String),
-    /// POSTed to a backend URL as `{"client":..,"data":..}`; a JSON answer with `reply`
-    /// is sent back to the client.
-    Webhook(String),
-}
-
-impl FromStr for Spec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "none" => Ok(Spec::None),
-            "echo" => Ok(Spec::Echo),
-            _ => {
-                if let Some(ch) = s.strip_prefix("publish:") {
-                    if ch.is_empty() {
-                        return Err("publish: needs a channel name".into());
-                    }
-                    return Ok(Spec::Publish(ch.to_string()));
-                }
-                if let Some(url) = s.strip_prefix("webhook:") {
-                    if !(url.starts_with("http://") || url.starts_with("https://")) {
-                        return Err("webhook: needs an http:// or https:// URL".into());
-                    }
-                    return Ok(Spec::Webhook(url.to_string()));
-                }
-                Err(format!(
-                    "unknown upstream '{s}' (none | echo | publish:CHANNEL | webhook:URL)"
-                ))
-            }
-        }
-    }
-}
-
-impl TryFrom<String> for Spec {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<Spec> for String {
-    fn from(spec: Spec) -> String {
-        match spec {
-            Spec::None => "none".into(),
-            Spec::Echo => "echo".into(),
-            Spec::Publish(c) => format!("publish:{c}"),
-            Spec::Webhook(u) => format!("webhook:{u}"),
-        }
-    }
-}
 
 /// Answer a webhook backend may give.
 #[derive(Deserialize)]

@@ -28,7 +28,6 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::broker::{BrokerError, Cluster};
-use crate::config::Config;
 use crate::frame;
 use crate::hub::{ClientId, Event, Hub, Payload};
 pub use apps::{App, AppLimits, Apps, Tenant, Webhook};
@@ -158,13 +157,10 @@ impl std::fmt::Debug for Pusher {
 }
 
 impl Pusher {
-    /// The Pusher front of a (validated) configuration over the hub and the broker's
-    /// `cluster` side; starts the webhook worker when an app has webhooks.
-    pub fn new(config: &Config, hub: Hub, cluster: Arc<dyn Cluster>) -> Self {
-        let apps = Apps::from_config(config).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "pusher apps are invalid; none are served");
-            Apps::default()
-        });
+    /// The Pusher front serving `apps` (see `crate::setup::build`) over the hub and the
+    /// broker's `cluster` side; starts the webhook worker when an app has webhooks.
+    /// Clients are told to ping after `activity_timeout` seconds of silence.
+    pub fn new(apps: Apps, hub: Hub, cluster: Arc<dyn Cluster>, activity_timeout: u32) -> Self {
         let webhooks = webhooks::Webhooks::start(apps.iter().any(|t| !t.app.webhooks.is_empty()));
         Pusher {
             apps,
@@ -172,7 +168,7 @@ impl Pusher {
             cluster,
             rooms: presence::Rooms::default(),
             webhooks,
-            activity_timeout: config.ping_interval,
+            activity_timeout,
         }
     }
 

@@ -39,10 +39,7 @@ pub struct JsonState {
     pub(super) budget: Option<Box<Bucket>>,
 }
 
-/// What subscribing to or leaving a presence channel costs of the command budget: each
-/// one makes an announcement to every member, so one client's churn must not become
-/// everyone's traffic.
-pub const PRESENCE_COST: f64 = 10.0;
+pub use crate::limits::PRESENCE_COST;
 
 /// Verifies a token from a `connect` or `refresh` command.
 fn verify(app: &AppState, token: &str) -> Result<Arc<Grant>, Error> {

@@ -72,11 +72,11 @@ impl TestServer {
     pub async fn with(tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::default();
         tweak(&mut config);
-        config.validate().expect("test config is valid");
+        let runtime = wspush::setup::build(config).expect("test config is valid");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(server::run(listener, config, ConsoleMode::Off, async {
+        let task = tokio::spawn(server::run(listener, runtime, ConsoleMode::Off, async {
             let _ = rx.await;
         }));
         TestServer {

@@ -1,6 +1,11 @@
-//! `Config`: every `serve` option, validated before anything binds. Sources, highest
-//! first: command-line flag > `WSPUSH_*` environment variable > `--config` TOML file >
-//! default.
+//! `Config`: every `serve` option, as plain data, and the checks of its fields. Sources,
+//! highest first: command-line flag > `WSPUSH_*` environment variable > `--config` TOML
+//! file > default. `crate::setup::build` validates it and builds, once, what the server
+//! runs with (token verifier, Pusher apps, TLS acceptor, proxies, namespaces); this
+//! module imports none of those, only plain data modules.
+
+pub mod apps;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +16,7 @@ use clap::{ArgMatches, Args};
 use serde::{Deserialize, Serialize};
 
 use crate::namespace::Namespace;
-use crate::upstream::Spec;
+pub use upstream::Spec;
 
 /// Why a configuration is rejected (exit code 64).
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +156,7 @@ pub struct Config {
     /// Pusher apps (config file only: `[[apps]]`); see `pusher_app`.
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub apps: Vec<crate::pusher::App>,
+    pub apps: Vec<apps::App>,
     /// Fan-out write coalescing window in ms: a client written to less than this long
     /// ago waits up to this long so one write carries several messages (0 = off).
     #[arg(long, env = "WSPUSH_WRITE_COALESCE_MS", default_value_t = 20)]
@@ -282,7 +287,9 @@ impl Config {
         toml::to_string(&shown).expect("config serializes")
     }
 
-    /// Checks ranges; names the offending option.
+    /// Checks the fields' ranges and combinations, and the apps' fields; names the
+    /// offending option. Pure: what needs reading files or building (JWT key, TLS
+    /// certificate, trusted proxies) is checked by `crate::setup::build`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: &str| {
             Err(ConfigError::Invalid {
@@ -326,14 +333,16 @@ impl Config {
         if self.command_rate.is_nan() || self.command_rate <= 0.0 || self.command_burst == 0 {
             return bad("command_rate/command_burst", "must be greater than 0");
         }
-        if f64::from(self.command_burst) < crate::ws::PRESENCE_COST {
+        if f64::from(self.command_burst) < crate::limits::PRESENCE_COST {
             return bad(
                 "command_burst",
                 "must be at least 10 (the cost of a presence join or leave)",
             );
         }
-        crate::auth::Verifier::from_config(self)?;
-        crate::pusher::Apps::from_config(self)?;
+        if self.jwt_secret.is_some() && self.jwt_public_key.is_some() {
+            return bad("jwt_secret/jwt_public_key", "configure one, not both");
+        }
+        self.pusher_apps()?;
         if self.broker != "memory" {
             let urls = self.redis_urls();
             if urls.is_empty()
@@ -347,21 +356,14 @@ impl Config {
                 );
             }
         }
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => {
-                crate::tls::acceptor(cert, key)?;
-            }
-            (None, None) => {}
-            _ => return bad("tls_cert/tls_key", "set both or neither"),
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return bad("tls_cert/tls_key", "set both or neither");
         }
         if matches!(&self.api_key, Some(k) if k.is_empty()) {
             return bad("api-key", "must not be empty");
         }
         if self.slow_close_grace > 600 {
             return bad("slow-close-grace", "must be at most 600 seconds");
-        }
-        if let Err(e) = crate::net::Proxies::parse(&self.trusted_proxies) {
-            return bad("trusted-proxies", &e);
         }
         if let Some(n) = self.server_names.iter().find(|n| {
             let n = n.trim();
@@ -384,12 +386,24 @@ impl Config {
         Ok(())
     }
 
+    /// The Pusher apps, `--pusher-app` ones first (the first is the default app), with
+    /// their fields checked.
+    pub fn pusher_apps(&self) -> Result<Vec<apps::App>, ConfigError> {
+        let mut all = Vec::new();
+        for spec in &self.pusher_app {
+            all.push(apps::parse_flag(spec)?);
+        }
+        all.extend(self.apps.iter().cloned());
+        apps::validate(&all)?;
+        Ok(all)
+    }
+
     /// The largest JSON-mode command or Pusher client message (`max_command_size`, or
     /// room for the largest data a client may send plus 4 KiB for the rest).
     pub fn command_size_limit(&self) -> usize {
         self.max_command_size.unwrap_or_else(|| {
-            let flag_apps = (!self.pusher_app.is_empty())
-                .then(|| crate::pusher::AppLimits::default().max_payload_size);
+            let flag_apps =
+                (!self.pusher_app.is_empty()).then(|| apps::AppLimits::default().max_payload_size);
             let apps = self.apps.iter().map(|a| a.limits.max_payload_size);
             let data = apps
                 .chain(flag_apps)
