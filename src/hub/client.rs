@@ -1,7 +1,7 @@
 //! A connected client as the hub sees it: its id, wire format, subscriptions and bounded
 //! outbox.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -13,6 +13,7 @@ use bytes::{Buf, Bytes};
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
+use super::channels::ChannelSet;
 use crate::auth::Grant;
 use crate::model::{ClientId, Disconnect, Format};
 
@@ -51,9 +52,8 @@ struct Outbox {
     queue: VecDeque<Bytes>,
     bytes: u32,
     close: Option<Disconnect>,
-    /// Subscribed channels: constant-time membership whatever the count (a handshake
-    /// naming thousands of channels once cost the square of the count).
-    channels: HashSet<Arc<str>>,
+    /// Subscribed channels (bounded-cost membership whatever the count).
+    channels: ChannelSet,
     grant: Option<Arc<Grant>>,
     /// The socket, while the flusher may write to it directly.
     writer: Option<Arc<dyn Writer>>,
@@ -387,7 +387,7 @@ impl Client {
 
     /// Channels the client is subscribed to.
     pub fn channels(&self) -> Vec<Arc<str>> {
-        self.outbox.lock().channels.iter().cloned().collect()
+        self.outbox.lock().channels.to_vec()
     }
 
     /// How many channels the client is subscribed to.
@@ -433,9 +433,7 @@ impl Client {
 
     /// Forgets every subscription, returning them.
     pub(crate) fn take_channels(&self) -> Vec<Arc<str>> {
-        std::mem::take(&mut self.outbox.lock().channels)
-            .into_iter()
-            .collect()
+        self.outbox.lock().channels.take()
     }
 }
 

@@ -2,6 +2,7 @@
 //! routes every publish through the broker. Knows no wire format: each client's `Format`
 //! (defined by its front) encodes what it receives.
 
+mod channels;
 pub mod client;
 mod coalesce;
 mod registry;
