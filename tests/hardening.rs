@@ -389,16 +389,6 @@ async fn slowloris_half_sent_handshake_is_dropped() {
     server.shutdown().await;
 }
 
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_hundred_clients_that_never_read_are_cut_off_and_memory_stays_bounded() {
     const SLOW: usize = 100;
@@ -413,7 +403,7 @@ async fn a_hundred_clients_that_never_read_are_cut_off_and_memory_stays_bounded(
     ])
     .await;
     let pid = server.child.id().unwrap();
-    let base = rss_kib(pid, "VmRSS:");
+    let base = proc_kib(pid, "VmRSS:");
     let mut slow = Vec::new();
     for _ in 0..SLOW {
         let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
@@ -449,7 +439,7 @@ async fn a_hundred_clients_that_never_read_are_cut_off_and_memory_stays_bounded(
     // 100 MiB of distinct frames were published to clients that read nothing: a slow
     // client without a bound would keep every one of them alive. With the bound (1 MiB
     // each) they are cut off and the peak stays far below that.
-    let peak = rss_kib(pid, "VmHWM:");
+    let peak = proc_kib(pid, "VmHWM:");
     eprintln!("RSS base {base} KiB, peak {peak} KiB");
     assert!(
         peak < base + 48 * 1024,

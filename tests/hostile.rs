@@ -17,7 +17,7 @@ async fn a_continuation_announcing_2_pow_64_is_refused_with_1009() {
     use wspush::ws::frame::{encode_masked, OP_TEXT};
     let server = Binary::serve(&["--no-console", "--quiet"]).await;
     let pid = server.child.id().unwrap();
-    let before = raw::rss_kib(pid);
+    let before = proc_kib(pid, "VmRSS:");
     let mut s = raw::connect(server.addr, "/ws").await;
     let mut first = encode_masked(OP_TEXT, b"x", [1, 2, 3, 4]);
     first[0] &= 0x7f; // not final
@@ -35,7 +35,7 @@ async fn a_continuation_announcing_2_pow_64_is_refused_with_1009() {
     }
     let (_, code) = raw::read_to_close(&mut s).await;
     assert_eq!(code, Some(1009));
-    let grown = raw::rss_kib(pid).saturating_sub(before);
+    let grown = proc_kib(pid, "VmRSS:").saturating_sub(before);
     assert!(grown < 16 * 1024, "RSS grew by {grown} KiB");
     // The server still serves.
     let (status, _) = get(&format!("http://{}/healthz", server.addr)).await;

@@ -12,33 +12,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use support::*;
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
-async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
-    let text = within(
-        "metrics",
-        reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .unwrap()
-            .text(),
-    )
-    .await
-    .unwrap();
-    text.lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
-}
-
 async fn send(ws: &mut Ws, msg: Message) {
     within("send", ws.send(msg)).await.unwrap();
 }
@@ -52,7 +25,7 @@ async fn megabyte_messages_to_an_unread_stdout_keep_memory_bounded() {
     let server = Binary::serve(&[]).await;
     let pid = server.child.id().unwrap();
     let (mut ws, _) = connect(&server.ws("")).await;
-    let base = status_kib(pid, "VmRSS:");
+    let base = proc_kib(pid, "VmRSS:");
     let big = "m".repeat(1 << 20);
     for _ in 0..MESSAGES {
         send(&mut ws, Message::text(big.clone())).await;
@@ -64,8 +37,8 @@ async fn megabyte_messages_to_an_unread_stdout_keep_memory_bounded() {
     })
     .await;
     // 200 MiB went to a stdout nobody reads (it held all of it before the fix: +210 MB).
-    let rss = status_kib(pid, "VmRSS:");
-    let peak = status_kib(pid, "VmHWM:");
+    let rss = proc_kib(pid, "VmRSS:");
+    let peak = proc_kib(pid, "VmHWM:");
     eprintln!("RSS base {base} KiB, after {rss} KiB, peak {peak} KiB");
     assert!(
         rss < base + 48 * 1024,

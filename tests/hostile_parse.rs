@@ -24,17 +24,6 @@ fn padding(len: usize) -> String {
     pad
 }
 
-/// `field` of `/proc/PID/status` in KiB (`VmRSS:` now, `VmHWM:` the peak).
-fn kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 /// The next text frame parsed as JSON (pings skipped).
 async fn next_json(ws: &mut Ws) -> Value {
     let text = next_text(ws).await;
@@ -83,7 +72,7 @@ async fn two_hundred_one_mib_commands_cost_no_parse_tree() {
     .await;
     let pid = server.child.id().unwrap();
     let (mut ws, _) = connect(&server.ws("?protocol=json")).await;
-    let base = kib(pid, "VmRSS:");
+    let base = proc_kib(pid, "VmRSS:");
     let replies = padded_pings(&mut ws, 200, MIB).await;
     assert_eq!(
         replies.len(),
@@ -92,7 +81,7 @@ async fn two_hundred_one_mib_commands_cost_no_parse_tree() {
         replies.last().unwrap()
     );
     assert!(replies.iter().all(|r| r["ok"] == true));
-    let peak = kib(pid, "VmHWM:");
+    let peak = proc_kib(pid, "VmHWM:");
     eprintln!("200 x 1 MiB JSON commands: RSS base {base} KiB, peak {peak} KiB");
     assert!(
         peak < base + 16 * 1024,
@@ -196,10 +185,10 @@ async fn two_hundred_one_mib_pusher_messages_cost_no_parse_tree() {
     .await;
     let pid = server.child.id().unwrap();
     let mut ws = pusher_client(server.addr).await;
-    let base = kib(pid, "VmRSS:");
+    let base = proc_kib(pid, "VmRSS:");
     let answers = padded_pusher_pings(&mut ws, 200, MIB).await;
     assert!(answers.iter().all(|ev| ev["event"] == "pusher:pong"));
-    let peak = kib(pid, "VmHWM:");
+    let peak = proc_kib(pid, "VmHWM:");
     eprintln!("200 x 1 MiB Pusher messages: RSS base {base} KiB, peak {peak} KiB");
     assert!(
         peak < base + 16 * 1024,

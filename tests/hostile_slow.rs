@@ -86,23 +86,6 @@ async fn slow_count(addr: SocketAddr) -> f64 {
     metric(addr, "wspush_disconnected_slow_total").await
 }
 
-async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let text = within(
-        "metrics",
-        reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .unwrap()
-            .text(),
-    )
-    .await
-    .unwrap();
-    text.lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
-}
-
 /// Publishes distinct 64 KiB messages to `burst` until the server has cut a client
 /// off as slow; the number published.
 async fn publish_until_overflow(addr: SocketAddr) -> usize {

@@ -480,3 +480,32 @@ pub async fn tls_connect(
         .await
         .expect("TLS handshake with the server's certificate")
 }
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS:` now, `VmHWM:` the peak).
+pub fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// One value of the server's `/metrics` (panics when it is missing).
+pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let text = within(
+        "metrics",
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text(),
+    )
+    .await
+    .unwrap();
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}

@@ -91,13 +91,3 @@ fn parse(buf: &[u8]) -> Option<(Frame, usize)> {
     }
     Some(((buf[0] & 0x0f, buf[at..at + len].to_vec()), at + len))
 }
-
-/// The resident memory of a process, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
