@@ -105,6 +105,15 @@ impl Memory {
         }
     }
 
+    /// The channel's state in its shard, starting a new life when it has none.
+    fn live_chan<'s>(&self, shard: &'s mut HashMap<Arc<str>, Chan>, channel: &str) -> &'s mut Chan {
+        if !shard.contains_key(channel) {
+            let chan = self.new_chan(channel);
+            shard.insert(chan.name.clone(), chan);
+        }
+        shard.get_mut(channel).expect("inserted above")
+    }
+
     /// A new life of `channel`: offsets from 0 under a new epoch.
     fn new_chan(&self, channel: &str) -> Chan {
         Chan {
@@ -162,11 +171,7 @@ impl Broker for Memory {
     ) -> BoxFuture<'a, Result<u64, BrokerError>> {
         let ns = self.namespaces.of(channel);
         let mut shard = self.channels.shard(fnv(channel)).lock();
-        if !shard.contains_key(channel) {
-            let chan = self.new_chan(channel);
-            shard.insert(chan.name.clone(), chan);
-        }
-        let chan = shard.get_mut(channel).expect("inserted above");
+        let chan = self.live_chan(&mut shard, channel);
         chan.offset += 1;
         let msg = Message::new(chan.name.clone(), chan.offset, payload);
         // Delivering under the channel's lock keeps deliveries in offset order.
@@ -196,11 +201,7 @@ impl Broker for Memory {
         }
         let ns = self.namespaces.of(channel);
         let mut shard = self.channels.shard(fnv(channel)).lock();
-        if !shard.contains_key(channel) {
-            let chan = self.new_chan(channel);
-            shard.insert(chan.name.clone(), chan);
-        }
-        let chan = shard.get_mut(channel).expect("inserted above");
+        let chan = self.live_chan(&mut shard, channel);
         chan.trim(ns.history_size, ns.history_ttl, Instant::now());
         let position = self.position(chan);
         // Under the channel's lock no publish can slip between replay and going live.
