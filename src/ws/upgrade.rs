@@ -211,19 +211,18 @@ pub async fn upgrade(
     }
     let id = client.id;
     let tracker = app.shutdown.tracker.clone();
+    // Two fronts, two session types: the branch picks the monomorphized session.
     if json {
-        let front = json::Json(app);
         tracker.spawn(start_session(
-            front,
+            json::Json(app),
             Default::default(),
             client,
             permit,
             on_upgrade,
         ));
     } else {
-        let front = raw::Raw(app);
         tracker.spawn(start_session(
-            front,
+            raw::Raw(app),
             Default::default(),
             client,
             permit,
