@@ -1443,3 +1443,35 @@ async fn namespaces_rule_pusher_subscribes_and_grants_must_name_reserved_kinds()
     assert_eq!(j.push().await["data"], "to the grant");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue #12 item 7: every Pusher message costs command budget, checked before parsing:
+/// a flood of 1,000 pings gets at most the burst (plus refill) of pongs, then
+/// `pusher:error` 4301 for the rest, and the connection carries on.
+#[tokio::test]
+async fn a_pusher_message_flood_is_refused_with_4301() {
+    let server = binary(&[]).await;
+    let mut p = Pusher::connect(&server, KEY).await;
+    for _ in 0..1000 {
+        within(
+            "send",
+            p.ws.feed(Message::text(r#"{"event":"pusher:ping","data":{}}"#)),
+        )
+        .await
+        .unwrap();
+    }
+    within("flush", p.ws.flush()).await.unwrap();
+    let (mut pongs, mut refused) = (0, 0);
+    while pongs + refused < 1000 {
+        let ev = p.next().await;
+        match ev["event"].as_str() {
+            Some("pusher:pong") => pongs += 1,
+            Some("pusher:error") => {
+                assert_eq!(ev["data"]["code"], 4301, "{ev}");
+                refused += 1;
+            }
+            _ => panic!("unexpected {ev}"),
+        }
+    }
+    assert!((200..=260).contains(&pongs), "{pongs} pongs");
+    assert_eq!(refused, 1000 - pongs);
+}

@@ -95,7 +95,7 @@ pub async fn upgrade(
             stats.rejected_connections.fetch_add(1, Relaxed);
             tracker.spawn(refuse(on_upgrade, PusherClose::OverCapacity));
         }
-        (None, Some(tenant), Ok(permit)) => match admit(&front, tenant) {
+        (None, Some(tenant), Ok(permit)) => match admit(tenant) {
             Err(refusal) => {
                 tracker.spawn(refuse(on_upgrade, refusal));
             }
@@ -113,13 +113,12 @@ pub async fn upgrade(
 }
 
 /// Takes a connection into its app: the quota.
-fn admit(front: &PusherFront, tenant: Arc<Tenant>) -> Result<Conn, PusherClose> {
+fn admit(tenant: Arc<Tenant>) -> Result<Conn, PusherClose> {
     let max = tenant.app.max_connections;
     if tenant.connections.fetch_add(1, Relaxed) >= max && max > 0 {
         tenant.connections.fetch_sub(1, Relaxed);
         return Err(PusherClose::OverQuota);
     }
-    let _ = front;
     Ok(Conn::new(tenant))
 }
 
