@@ -1475,3 +1475,26 @@ async fn a_pusher_message_flood_is_refused_with_4301() {
     assert!((200..=260).contains(&pongs), "{pongs} pongs");
     assert_eq!(refused, 1000 - pongs);
 }
+
+/// Issue #12 item 6: `max_channels_per_connection` holds for Pusher subscribes too.
+#[tokio::test]
+async fn a_pusher_connection_past_its_channel_cap_gets_limit_reached() {
+    let server = binary(&["--max-channels-per-connection", "3"]).await;
+    let mut p = Pusher::connect(&server, KEY).await;
+    for c in ["a", "b", "c"] {
+        assert_eq!(
+            p.subscribe(c).await["event"],
+            "pusher_internal:subscription_succeeded"
+        );
+    }
+    let refused = p.subscribe("d").await;
+    assert_eq!(refused["event"], "pusher:subscription_error", "{refused}");
+    assert_eq!(data(&refused)["type"], "LimitReached", "{refused}");
+    p.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "a"}}))
+        .await;
+    assert_eq!(
+        p.subscribe("d").await["event"],
+        "pusher_internal:subscription_succeeded",
+        "room again after an unsubscribe"
+    );
+}
