@@ -38,7 +38,9 @@ async fn greater_than_answers_the_last_client_and_reply_pins_one() {
     let (mut bob, b) = connect(&server.ws("")).await;
 
     send_text(&mut alice, "hello from alice").await;
-    let intro = server.expect_line(|l| l.starts_with(&format!("[{a}] "))).await;
+    let intro = server
+        .expect_line(|l| l.starts_with(&format!("[{a}] ")))
+        .await;
     assert!(
         intro.starts_with(&format!("[{a}] from 127.0.0.1:")) && intro.contains("(user alice)"),
         "{intro}"
@@ -51,8 +53,13 @@ async fn greater_than_answers_the_last_client_and_reply_pins_one() {
     assert_eq!(next_text(&mut alice).await, "hi alice");
 
     send_text(&mut bob, "bob here\nsecond line").await;
-    let intro = server.expect_line(|l| l.starts_with(&format!("[{b}] "))).await;
-    assert!(intro.starts_with(&format!("[{b}] from 127.0.0.1:")), "{intro}");
+    let intro = server
+        .expect_line(|l| l.starts_with(&format!("[{b}] ")))
+        .await;
+    assert!(
+        intro.starts_with(&format!("[{b}] from 127.0.0.1:")),
+        "{intro}"
+    );
     assert!(!intro.contains("user"), "no token, no user: {intro}");
     server
         .expect_line(|l| l == format!("[{b}] bob here\\nsecond line"))
@@ -67,7 +74,9 @@ async fn greater_than_answers_the_last_client_and_reply_pins_one() {
         .expect_line(|l| l == format!("replies (> text) go to {a}"))
         .await;
     send_text(&mut bob, "me again").await;
-    let next = server.expect_line(|l| l.starts_with(&format!("[{b}] "))).await;
+    let next = server
+        .expect_line(|l| l.starts_with(&format!("[{b}] ")))
+        .await;
     assert_eq!(next, format!("[{b}] me again"), "introduced once");
     server.type_line("> pinned to alice").await;
     server.expect_line(|l| l == format!("sent to {a}")).await;
