@@ -20,7 +20,7 @@ fn script(name: &str, body: &str) -> PathBuf {
     path
 }
 
-fn exec(path: &PathBuf) -> Spec {
+fn exec(path: &std::path::Path) -> Spec {
     Spec::Exec(vec!["sh".into(), path.to_string_lossy().into_owned()])
 }
 
