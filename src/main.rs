@@ -49,6 +49,9 @@ enum Command {
     },
     /// The load generator: idle, fanout and echo scenarios (see BENCHMARKS.md).
     Bench(Box<wspush::bench::Args>),
+    /// Print the configuration reference (Markdown: every `serve` option's flag,
+    /// environment variable, TOML key and default), as in docs/configuration.md.
+    ConfigReference,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +94,10 @@ fn main() -> ExitCode {
                 .await
                 .map_err(Failure::Run),
             Command::Bench(args) => wspush::bench::run(*args).await.map_err(Failure::Run),
+            Command::ConfigReference => {
+                print!("{}", wspush::config::reference::markdown());
+                Ok(())
+            }
         }
     });
     // The console thread may be blocked on stdin: do not wait for it.

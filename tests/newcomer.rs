@@ -253,3 +253,56 @@ async fn ws_paths_serve_raw_mode() {
         assert!(err.contains("ws-path"), "{bad}: {err}");
     }
 }
+
+// issue #16 item 7: docs/configuration.md is generated from the same clap definitions as
+// `wspush serve --help`; a stale copy fails here. Regenerate with
+// `cargo run -q -- config-reference > docs/configuration.md` (or WSPUSH_BLESS=1).
+#[test]
+fn the_configuration_reference_is_current() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wspush"))
+        .arg("config-reference")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let fresh = String::from_utf8(out.stdout).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
+    if std::env::var_os("WSPUSH_BLESS").is_some() {
+        std::fs::write(path, &fresh).unwrap();
+    }
+    let stored = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        stored == fresh,
+        "docs/configuration.md is stale: run `cargo run -q -- config-reference > \
+         docs/configuration.md`"
+    );
+    // Every option of --help is in it.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_wspush"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for flag in help.split_whitespace().filter(|w| w.starts_with("--")) {
+        let flag = flag.trim_end_matches([',', '.', ')']);
+        if flag == "--help" {
+            continue;
+        }
+        assert!(fresh.contains(&format!("`{flag}")), "{flag} is missing");
+    }
+}
+
+// issue #16 item 7: the example configuration in docs/ is valid as it stands.
+#[test]
+fn the_example_configuration_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/wspush.example.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wspush"))
+        .args(["serve", "--config", path, "--print-config"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed.contains("ws_paths = [\"/websocket/demo.php\"]"),
+        "{printed}"
+    );
+}

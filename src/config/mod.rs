@@ -5,6 +5,7 @@
 //! module imports none of those, only plain data modules.
 
 pub mod apps;
+pub mod reference;
 mod upstream;
 
 use std::net::SocketAddr;
