@@ -130,7 +130,7 @@ impl Console {
     }
 
     /// Prints a message a client sent: `[c-N] text` (escaped and cut) or
-    /// `[c-N] <binary N bytes>`, after `[c-N] from ADDR (user U)` the first time that
+    /// `[c-N] <binary N bytes>`, after `(c-N from ADDR, user U; ...)` the first time that
     /// client writes. It becomes the client `> text` answers.
     pub fn upstream(&self, client: &Client, payload: &Payload) {
         if self.tx.is_none() {
@@ -143,13 +143,13 @@ impl Console {
             talk.introduce(id)
         };
         if first {
-            let mut line = format!("[{id}] from {}", client.remote);
+            // Not a `[c-N]` line: those are what clients said.
+            let mut line = format!("({id} from {}", client.remote);
             if let Some(user) = client.user() {
-                line.push_str(" (user ");
+                line.push_str(", user ");
                 escape(&mut line, &user, 128);
-                line.push(')');
             }
-            line.push_str("; answer with > text");
+            line.push_str("; > text answers the client shown last)");
             self.enqueue(line);
         }
         let mut line = String::with_capacity(payload.data.len().min(LINE_MAX) + 32);

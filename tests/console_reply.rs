@@ -39,10 +39,10 @@ async fn greater_than_answers_the_last_client_and_reply_pins_one() {
 
     send_text(&mut alice, "hello from alice").await;
     let intro = server
-        .expect_line(|l| l.starts_with(&format!("[{a}] ")))
+        .expect_line(|l| l.starts_with(&format!("({a} ")))
         .await;
     assert!(
-        intro.starts_with(&format!("[{a}] from 127.0.0.1:")) && intro.contains("(user alice)"),
+        intro.starts_with(&format!("({a} from 127.0.0.1:")) && intro.contains(", user alice;"),
         "{intro}"
     );
     server
@@ -54,10 +54,10 @@ async fn greater_than_answers_the_last_client_and_reply_pins_one() {
 
     send_text(&mut bob, "bob here\nsecond line").await;
     let intro = server
-        .expect_line(|l| l.starts_with(&format!("[{b}] ")))
+        .expect_line(|l| l.starts_with(&format!("({b} ")))
         .await;
     assert!(
-        intro.starts_with(&format!("[{b}] from 127.0.0.1:")),
+        intro.starts_with(&format!("({b} from 127.0.0.1:")),
         "{intro}"
     );
     assert!(!intro.contains("user"), "no token, no user: {intro}");
@@ -75,7 +75,7 @@ async fn greater_than_answers_the_last_client_and_reply_pins_one() {
         .await;
     send_text(&mut bob, "me again").await;
     let next = server
-        .expect_line(|l| l.starts_with(&format!("[{b}] ")))
+        .expect_line(|l| l.starts_with(&format!("[{b}] ")) || l.starts_with(&format!("({b} ")))
         .await;
     assert_eq!(next, format!("[{b}] me again"), "introduced once");
     server.type_line("> pinned to alice").await;

@@ -69,6 +69,32 @@ async fn a_process_per_client_echoes_with_a_prefix_and_its_exit_closes_the_clien
     assert_eq!(next_text(&mut ws).await, "bye");
     assert_eq!(close_code(&mut ws).await, 1000);
     server.shutdown().await;
+
+    // A process that prints and exits at once, before the session even started: its
+    // line still arrives, then the close.
+    let quick = script("quick.sh", "echo once");
+    let server = TestServer::with(|c| c.upstream = exec(&quick)).await;
+    for _ in 0..5 {
+        let (mut ws, _) = connect(&server.ws("")).await;
+        assert_eq!(next_text(&mut ws).await, "once");
+        assert_eq!(close_code(&mut ws).await, 1000);
+    }
+    server.shutdown().await;
+
+    // A program that cannot start: 503 naming it, logged.
+    let server = TestServer::with(|c| {
+        c.upstream = Spec::Exec(vec!["/nonexistent/wspush-test-program".into()])
+    })
+    .await;
+    match tokio_tungstenite::connect_async(server.ws("")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 503);
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap()).into_owned();
+            assert!(body.contains("cannot start the upstream process"), "{body}");
+        }
+        other => panic!("expected 503, got {:?}", other.map(|_| ())),
+    }
+    server.shutdown().await;
 }
 
 // issue #16 item 5: a client that leaves ends its process: stdin closes, and one that
