@@ -255,3 +255,38 @@ async fn shutdown_kills_the_processes() {
         gone(pid).await;
     }
 }
+
+// issue #16 item 5 (as an attacker): the server's own settings, secrets among them, are
+// not in the program's environment; its client's are.
+#[tokio::test]
+async fn the_process_does_not_see_the_servers_secrets() {
+    use tokio::io::AsyncBufReadExt;
+    let env = script(
+        "env.sh",
+        "echo \"key=${WSPUSH_API_KEY:-none} client=$WSPUSH_CLIENT port=$REMOTE_PORT\"\nread -r line",
+    );
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wspush"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-console"])
+        .env("WSPUSH_UPSTREAM", format!("exec:sh {}", env.display()))
+        .env("WSPUSH_API_KEY", "top-secret")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = within("the listening line", lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    let addr = first
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_string();
+    let (mut ws, id) = connect(&format!("ws://{addr}/ws")).await;
+    let line = next_text(&mut ws).await;
+    assert!(
+        line.starts_with(&format!("key=none client={id} port=")),
+        "{line}"
+    );
+}
