@@ -306,3 +306,41 @@ fn the_example_configuration_is_valid() {
         "{printed}"
     );
 }
+
+// issue #16 item 1: a full server and a forbidden channel say why and what to change.
+#[tokio::test]
+async fn a_full_server_and_a_forbidden_channel_teach_too() {
+    let mut server = Binary::serve_logged(&["--max-connections", "1"]).await;
+    let (_first, _) = connect(&server.ws("")).await;
+    let (status, body) = refused(&server.ws(""), None).await;
+    assert_eq!(status, 503);
+    let text = message(&body);
+    assert_eq!(
+        text,
+        "refused WebSocket: the server is full (1 connections, max_connections); raise \
+         --max-connections"
+    );
+    let line = server
+        .expect_stderr(|l| l.contains("refused WebSocket"))
+        .await;
+    assert!(line.contains(&text), "{line}");
+
+    let server = TestServer::with(|c| {
+        c.namespaces = vec![wspush::namespace::Namespace {
+            prefix: "private:".into(),
+            anonymous: wspush::namespace::Access::None,
+            ..wspush::namespace::Namespace::fallback()
+        }]
+    })
+    .await;
+    let (status, body) = refused(&server.ws("?channels=private:x"), None).await;
+    assert_eq!(status, 403);
+    let text = message(&body);
+    assert!(
+        text.starts_with("refused WebSocket: ")
+            && text.contains("\"private:x\"")
+            && text.contains("grant it in the token's `channels` claim"),
+        "{text}"
+    );
+    server.shutdown().await;
+}
