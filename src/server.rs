@@ -101,7 +101,12 @@ pub async fn run(
     let state = AppState::new(Shared {
         metrics: Arc::new(Metrics::new(registry.clone(), broker.clone())),
         hub: hub.clone(),
-        upstream: Arc::new(Upstream::new(config.upstream.clone(), hub.clone(), console)),
+        upstream: Arc::new(Upstream::with_exec_limit(
+            config.upstream.clone(),
+            hub.clone(),
+            console,
+            config.max_exec_processes,
+        )),
         config: config.clone(),
         shutdown: stop.clone(),
         limits: Arc::new(Limits::new(
@@ -109,6 +114,7 @@ pub async fn run(
             config.max_connections_per_ip,
         )),
         verifier,
+        refusals: Arc::default(),
     });
     // Every front's format is named in the metrics from the start.
     for format in [&RAW, &JSON, &PUSHER] {
