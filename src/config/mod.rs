@@ -212,6 +212,11 @@ pub struct Config {
     #[arg(long, env = "WSPUSH_MAX_COMMAND_SIZE")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_command_size: Option<usize>,
+    /// Milliseconds a node's heartbeat in Redis lives (refreshed every third of it): a
+    /// node silent that long is dead, and a live node removes its presence members and
+    /// occupancy, sending `member_removed` / `channel_vacated` once cluster-wide.
+    #[arg(long, env = "WSPUSH_NODE_TTL_MS", default_value_t = 30_000)]
+    pub node_ttl_ms: u64,
 }
 
 impl Config {
@@ -297,6 +302,9 @@ impl Config {
                 reason: reason.to_string(),
             })
         };
+        if self.node_ttl_ms < 300 {
+            return bad("node-ttl-ms", "must be at least 300");
+        }
         if self.max_message_size == 0 || self.max_message_size > 64 << 20 {
             return bad("max-message-size", "must be between 1 and 67108864");
         }
