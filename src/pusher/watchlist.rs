@@ -4,8 +4,11 @@
 //! "user_ids":[..]}]}`: at sign-in for the watched users online then, later when a watched
 //! user's first connection signs in or its last one leaves, on any node.
 //!
-//! Two kinds of cluster room per app, never hub channels: `online {user}` (the user's
-//! signed-in connections) and `watchers {user}` (the connections watching the user).
+//! Two kinds of cluster room per app: `online {user}` (the user's signed-in connections)
+//! and `watchers {user}` (the connections watching the user); and one hidden hub channel
+//! per watching user, `#watchlist-{user}`, its connections' inbox (so events reach them
+//! on any node, through `Hub::publish` like every other event). All are named
+//! `pusher-watch:{app id} ...`: a space follows the app id, so no app channel is one.
 
 use std::sync::Arc;
 
@@ -31,6 +34,11 @@ fn watchers_room(tenant: &Tenant, user: &str) -> String {
     format!("{PREFIX}{} watchers {user}", tenant.app.id)
 }
 
+/// The hub channel the connections of a watching user get their events on.
+fn inbox(tenant: &Tenant, user: &str) -> String {
+    format!("{PREFIX}{} #watchlist-{user}", tenant.app.id)
+}
+
 /// A user id of a watchlist (a string or a number, as sign-in ids are).
 fn user_id(v: &Value) -> Option<String> {
     match v {
@@ -50,7 +58,8 @@ fn payload(name: &str, users: &[String]) -> Payload {
     })
 }
 
-/// Tells every connection watching `user` (on any node) that it came online or left.
+/// Tells every user watching `user` (their connections, on any node) that it came
+/// online or left.
 async fn tell_watchers(pusher: &Pusher, tenant: &Tenant, user: &str, name: &str) {
     let watchers = match pusher.cluster.room(&watchers_room(tenant, user)).await {
         Ok(members) => members,
@@ -60,8 +69,14 @@ async fn tell_watchers(pusher: &Pusher, tenant: &Tenant, user: &str, name: &str)
         }
     };
     let event = payload(name, &[user.to_string()]);
-    for watcher in watchers {
-        let _ = pusher.hub.send(watcher.client, event.clone()).await;
+    for watcher in presence::users(&watchers) {
+        if let Err(e) = pusher
+            .hub
+            .publish(&inbox(tenant, &watcher), event.clone())
+            .await
+        {
+            tracing::warn!(error = %e, "watchlist event not sent");
+        }
     }
 }
 
@@ -95,6 +110,18 @@ pub(super) async fn signed_in(
         pusher.hub.push(client, error_event(None, &message));
         watched.truncate(MAX_WATCHLIST);
     }
+    let inbox = inbox(&tenant, &user);
+    if !client.is_subscribed(&inbox) && !watched.is_empty() {
+        if let Err(e) = pusher
+            .hub
+            .subscribe(client, &inbox, None, Box::new(|_| {}))
+            .await
+        {
+            let message = format!("watchlist events cannot be delivered: {e}");
+            pusher.hub.push(client, error_event(None, &message));
+            return;
+        }
+    }
     let mut online = Vec::new();
     for w in &watched {
         let me = presence::member(client.id, &user, &Value::Null);
@@ -123,7 +150,7 @@ pub(super) async fn signed_in(
 
 /// After a signed-in connection closed (or before it signs in again): it leaves its rooms, and
 /// its user's watchers hear `offline` when it was the user's last connection.
-pub(super) async fn closed(pusher: &Arc<Pusher>, conn: &mut Conn, client: &Client) {
+pub(super) async fn closed(pusher: &Arc<Pusher>, conn: &mut Conn, client: &Arc<Client>) {
     let tenant = conn.tenant.clone();
     let cluster = &pusher.cluster;
     for w in std::mem::take(&mut conn.watching) {
@@ -134,6 +161,8 @@ pub(super) async fn closed(pusher: &Arc<Pusher>, conn: &mut Conn, client: &Clien
     let Some(user) = conn.user.clone() else {
         return;
     };
+    // After a close the hub has forgotten the client already; this is for a re-sign-in.
+    pusher.hub.unsubscribe(client, &inbox(&tenant, &user)).await;
     if let Ok((Some(_), rest)) = cluster
         .room_leave(&online_room(&tenant, &user), client.id)
         .await

@@ -92,6 +92,8 @@ struct Inner {
     /// How long this node's heartbeat, room entries and occupancy live without a
     /// refresh (ms); refreshed every third of it (at most every `PRESENCE_REFRESH`).
     node_ttl: AtomicU64,
+    /// Wakes the refresh loop when `node_ttl` changes.
+    ttl_changed: tokio::sync::Notify,
     reap_room: Script,
     reap_nodes: Script,
     occupancy_one: Script,
@@ -144,6 +146,7 @@ impl Redis {
             occupancy_all: Script::new(cluster::OCCUPANCY_ALL),
             rooms: Mutex::new(HashMap::new()),
             node_ttl: AtomicU64::new(PRESENCE_TTL_MS),
+            ttl_changed: tokio::sync::Notify::new(),
             reap_room: Script::new(cluster::REAP_ROOM),
             reap_nodes: Script::new(cluster::REAP_NODES),
             occupancy_one: Script::new(cluster::OCCUPANCY_ONE),
@@ -170,6 +173,7 @@ impl Redis {
     /// node reaps it (`Cluster::reap`). Refreshed every third of it.
     pub fn set_node_ttl(&self, ms: u64) {
         self.inner.node_ttl.store(ms.max(300), Relaxed);
+        self.inner.ttl_changed.notify_one();
     }
 }
 
@@ -200,7 +204,11 @@ impl Inner {
             let _ = self.refresh_occupancy().await;
             let _ = self.refresh_positions().await;
             let every = Duration::from_millis(self.ttl() / 3).min(PRESENCE_REFRESH);
-            tokio::time::sleep(every).await;
+            // A new TTL (set after connecting) takes effect at once.
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.ttl_changed.notified() => {}
+            }
         }
     }
 
