@@ -2,7 +2,8 @@
 //! Redis. A node is killed (SIGKILL): the survivors notice its heartbeat expire, and
 //! exactly one of them removes its presence members and subscribers, sending
 //! `member_removed` / `channel_vacated` webhooks once and `pusher_internal:member_removed`
-//! to the members left. Subscription counts and watchlist events span the nodes.
+//! to the members left. Subscription counts and watchlist events span the nodes; the
+//! last tests check them on one node (the memory broker).
 
 mod pusher_client;
 mod support;
@@ -222,4 +223,74 @@ async fn watchlist_events_follow_users_on_every_node() {
     n[1].child.kill().await.unwrap();
     assert_eq!(watch_event(&mut w).await, ("offline".into(), json!(["y"])));
     let _ = std::fs::remove_file(&config);
+}
+
+/// One node (the memory broker): counts for apps that enable them only, later changes
+/// within the debounce window told once at its end.
+#[tokio::test]
+async fn one_node_counts_only_for_apps_that_enable_them_debounced() {
+    // issue #14 item 10
+    let server = TestServer::with(|c: &mut wspush::config::Config| {
+        let mut on = wspush::pusher::apps::parse_flag(&format!("1:{KEY}:{SECRET}")).unwrap();
+        on.subscription_count = true;
+        let off = wspush::pusher::apps::parse_flag("2:key-off:secret-off").unwrap();
+        c.apps = vec![on, off];
+    })
+    .await;
+    let mut a = Pusher::connect(&server, KEY, SECRET).await;
+    a.subscribe("room").await;
+    assert_eq!(count(&mut a).await, 1, "the first change at once");
+    let started = std::time::Instant::now();
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let mut p = Pusher::connect(&server, KEY, SECRET).await;
+        p.subscribe("room").await;
+        others.push(p);
+    }
+    // Three joins within the window: one event, with the count at its end.
+    assert_eq!(count(&mut a).await, 4);
+    let waited = started.elapsed();
+    assert!(waited > Duration::from_secs(3), "debounced: {waited:?}");
+    // The app without subscription_count: nothing, while its channel fills.
+    let mut x = Pusher::connect(&server, "key-off", "secret-off").await;
+    x.subscribe("room").await;
+    let mut y = Pusher::connect(&server, "key-off", "secret-off").await;
+    y.subscribe("room").await;
+    x.send(json!({"event": "pusher:ping", "data": {}})).await;
+    let ev = x.next().await;
+    assert_eq!(ev["event"], "pusher:pong", "no count event before: {ev}");
+    server.shutdown().await;
+}
+
+/// One node: a watchlist with numeric ids, and the 100-id limit.
+#[tokio::test]
+async fn one_node_watchlists_take_numeric_ids_and_at_most_100() {
+    // issue #14 item 12
+    let server = TestServer::with(|c: &mut wspush::config::Config| {
+        c.pusher_app = vec![format!("1:{KEY}:{SECRET}")];
+    })
+    .await;
+    let mut w = Pusher::connect(&server, KEY, SECRET).await;
+    let mut list: Vec<Value> = (0..101).map(|i| json!(i)).collect();
+    list[0] = json!("seven");
+    w.sign_in(json!({"id": "w", "watchlist": list})).await;
+    let ev = w.expect("pusher:error").await;
+    assert_eq!(
+        ev["data"]["message"],
+        "a watchlist holds at most 100 user ids; the first 100 are watched"
+    );
+    let mut u = Pusher::connect(&server, KEY, SECRET).await;
+    u.sign_in(json!({"id": "7"})).await;
+    assert_eq!(watch_event(&mut w).await, ("online".into(), json!(["7"])));
+    let mut last = Pusher::connect(&server, KEY, SECRET).await;
+    last.sign_in(json!({"id": "100"})).await; // the 101st: not watched
+    let mut seven = Pusher::connect(&server, KEY, SECRET).await;
+    seven.sign_in(json!({"id": "seven"})).await;
+    assert_eq!(
+        watch_event(&mut w).await,
+        ("online".into(), json!(["seven"]))
+    );
+    drop(u);
+    assert_eq!(watch_event(&mut w).await, ("offline".into(), json!(["7"])));
+    server.shutdown().await;
 }
