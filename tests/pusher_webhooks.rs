@@ -80,7 +80,7 @@ async fn leaves_wait_the_delay_then_come_batched_and_signed() {
         "sent after {waited:?}"
     );
     assert!(
-        waited < Duration::from_millis(3000),
+        waited < Duration::from_millis(5000),
         "sent after {waited:?}"
     );
     server.shutdown().await;
@@ -146,7 +146,7 @@ async fn a_500_is_retried_a_bounded_number_of_times_and_a_400_never() {
         prev = again.at;
     }
     for (gap, want) in gaps.iter().zip([500, 1000, 2000, 4000]) {
-        assert!(*gap >= want && *gap < want + 1500, "backoff {gaps:?}");
+        assert!(*gap >= want && *gap < want + 3000, "backoff {gaps:?}");
     }
     // No sixth attempt: it would come 8 s after the fifth.
     assert!(
