@@ -74,6 +74,7 @@ pub async fn run(
             .map_err(|e| {
                 std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e.to_string())
             })?;
+        redis.set_node_ttl(config.node_ttl_ms);
         let redis = Arc::new(redis);
         (registry, redis.clone(), redis)
     };
@@ -98,6 +99,8 @@ pub async fn run(
         cluster,
         config.ping_interval,
     ));
+    // Dead nodes are looked for as often as live ones refresh their heartbeat.
+    pusher.start_reaper(std::time::Duration::from_millis(config.node_ttl_ms / 3));
     let state = AppState::new(Shared {
         metrics: Arc::new(Metrics::new(registry.clone(), broker.clone())),
         hub: hub.clone(),

@@ -225,6 +225,11 @@ pub struct Config {
     /// client over it is refused with 503).
     #[arg(long, env = "WSPUSH_MAX_EXEC_PROCESSES", default_value_t = 64)]
     pub max_exec_processes: usize,
+    /// Milliseconds a node's heartbeat in Redis lives (refreshed every third of it): a
+    /// node silent that long is dead, and a live node removes its presence members and
+    /// occupancy, sending `member_removed` / `channel_vacated` once cluster-wide.
+    #[arg(long, env = "WSPUSH_NODE_TTL_MS", default_value_t = 30_000)]
+    pub node_ttl_ms: u64,
 }
 
 impl Config {
@@ -310,6 +315,9 @@ impl Config {
                 reason: reason.to_string(),
             })
         };
+        if self.node_ttl_ms < 300 {
+            return bad("node-ttl-ms", "must be at least 300");
+        }
         if self.max_message_size == 0 || self.max_message_size > 64 << 20 {
             return bad("max-message-size", "must be between 1 and 67108864");
         }

@@ -282,7 +282,7 @@ pub async fn handle(
     match event {
         "pusher:ping" => reply(frame("pusher:pong", None, "{}".into())),
         "pusher:pong" => {}
-        "pusher:signin" => channels::signin(pusher, conn, client, event_data(msg.data)),
+        "pusher:signin" => channels::signin(pusher, conn, client, event_data(msg.data)).await,
         name if name.starts_with("client-") => {
             // Checked by the rules of a `Value` and made compact, without a tree.
             let payload = match msg.data.map(compact::compact).transpose() {
@@ -302,9 +302,10 @@ pub async fn handle(
 }
 
 /// After the session ended (and the hub forgot the client): leaves every channel.
-pub async fn closed(front: &PusherFront, conn: Conn, client: &Arc<Client>) {
+pub async fn closed(front: &PusherFront, mut conn: Conn, client: &Arc<Client>) {
     conn.tenant.connections.fetch_sub(1, Relaxed);
     for channel in &conn.channels {
         channels::left(&front.pusher, client, &conn.tenant, channel).await;
     }
+    super::watchlist::closed(&front.pusher, &mut conn, client).await;
 }
