@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use super::wire::{occupancy_key, room_key, OCCUPANCY_NODES};
 use super::{bounded, now_ms, Inner, Redis, PRESENCE_TTL_MS};
 use crate::broker::{BrokerError, Cluster, Member, Occupancy, RoomLeft};
 use crate::model::{ClientId, Disconnect};
 
 /// Records a node's subscriber count of a channel and sums it over live nodes.
 /// KEYS: the node's occupancy hash, the live-nodes zset. ARGV: node, channel, count,
-/// node expiry (ms), now (ms), hash ttl (ms). Returns {before, after} cluster-wide.
+/// node expiry (ms), now (ms), hash ttl (ms), the occupancy hashes' key prefix
+/// (`Keys::occupancy_prefix`). Returns {before, after} cluster-wide.
 pub(super) const OCCUPANCY_SYNC: &str = r#"
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
@@ -29,17 +29,17 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 local total = 0
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[5], '+inf')) do
-  total = total + tonumber(redis.call('HGET', 'wspush:occupancy:' .. node, ARGV[2]) or '0')
+  total = total + tonumber(redis.call('HGET', ARGV[7] .. node, ARGV[2]) or '0')
 end
 return {total - new + old, total}
 "#;
 
 /// Every channel's subscriber count summed over live nodes, as a flat name, count list.
-/// KEYS: the live-nodes zset. ARGV: now (ms).
+/// KEYS: the live-nodes zset. ARGV: now (ms), the occupancy hashes' key prefix.
 pub(super) const OCCUPANCY_ALL: &str = r#"
 local sums = {}
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
-  local h = redis.call('HGETALL', 'wspush:occupancy:' .. node)
+  local h = redis.call('HGETALL', ARGV[2] .. node)
   for i = 1, #h, 2 do
     sums[h[i]] = (sums[h[i]] or 0) + tonumber(h[i + 1])
   end
@@ -111,7 +111,7 @@ impl Inner {
         };
         for (room, values) in rooms {
             let mut conn = self.shard(&room).conn.clone();
-            let key = room_key(&room);
+            let key = self.keys.room(&room);
             let mut pipe = redis::pipe();
             for (client, value) in values {
                 pipe.hset(&key, client, value).ignore();
@@ -140,7 +140,7 @@ impl Inner {
     /// Rewrites this node's subscriber counts in the cluster-wide occupancy.
     pub(super) async fn refresh_occupancy(&self) -> redis::RedisResult<()> {
         let node = self.local.node();
-        let key = occupancy_key(node);
+        let key = self.keys.occupancy(node);
         let now = now_ms();
         let mut pipe = redis::pipe();
         pipe.atomic().del(&key).ignore();
@@ -148,7 +148,7 @@ impl Inner {
             pipe.hset(&key, &*channel, n).ignore();
         }
         pipe.pexpire(&key, (2 * PRESENCE_TTL_MS) as i64).ignore();
-        pipe.zadd(OCCUPANCY_NODES, node, now + PRESENCE_TTL_MS)
+        pipe.zadd(self.keys.occupancy_nodes(), node, now + PRESENCE_TTL_MS)
             .ignore();
         let mut conn = self.shards[0].conn.clone();
         pipe.query_async::<()>(&mut conn).await
@@ -177,7 +177,7 @@ impl Cluster for Redis {
                 .entry(Arc::from(room))
                 .or_default()
                 .insert(member.client.0, entry);
-            let key = room_key(room);
+            let key = self.inner.keys.room(room);
             let mut conn = self.inner.shard(room).conn.clone();
             let mut pipe = redis::pipe();
             pipe.atomic()
@@ -206,7 +206,7 @@ impl Cluster for Redis {
                     }
                 }
             }
-            let key = room_key(room);
+            let key = self.inner.keys.room(room);
             let mut conn = self.inner.shard(room).conn.clone();
             let mut pipe = redis::pipe();
             pipe.atomic()
@@ -232,7 +232,7 @@ impl Cluster for Redis {
             let mut conn = self.inner.shard(room).conn.clone();
             let all: HashMap<String, String> = bounded(
                 redis::cmd("HGETALL")
-                    .arg(room_key(room))
+                    .arg(self.inner.keys.room(room))
                     .query_async(&mut conn),
             )
             .await?;
@@ -253,7 +253,7 @@ impl Cluster for Redis {
             let mut conn = self.inner.shards[0].conn.clone();
             bounded(
                 redis::cmd("PUBLISH")
-                    .arg("wspush:close")
+                    .arg(self.inner.keys.close_topic())
                     .arg(format!("{index}:{user}"))
                     .query_async::<()>(&mut conn),
             )
@@ -272,14 +272,15 @@ impl Cluster for Redis {
             bounded(
                 self.inner
                     .occupancy_sync
-                    .key(occupancy_key(node))
-                    .key(OCCUPANCY_NODES)
+                    .key(self.inner.keys.occupancy(node))
+                    .key(self.inner.keys.occupancy_nodes())
                     .arg(node)
                     .arg(channel)
                     .arg(self.inner.local.subscribers(channel))
                     .arg(now + PRESENCE_TTL_MS)
                     .arg(now)
                     .arg(2 * PRESENCE_TTL_MS)
+                    .arg(self.inner.keys.occupancy_prefix())
                     .invoke_async(&mut conn),
             )
             .await
@@ -292,8 +293,9 @@ impl Cluster for Redis {
             let flat: Vec<(String, usize)> = bounded(
                 self.inner
                     .occupancy_all
-                    .key(OCCUPANCY_NODES)
+                    .key(self.inner.keys.occupancy_nodes())
                     .arg(now_ms())
+                    .arg(self.inner.keys.occupancy_prefix())
                     .invoke_async(&mut conn),
             )
             .await?;
