@@ -134,7 +134,6 @@ async fn redis_cli(port: u16, args: &[&str]) -> String {
 /// A redis-server serving TLS only on its TLS port (its plain port answers the test's
 /// readiness check), with a certificate for 127.0.0.1 made here; killed on drop.
 struct TlsRedis {
-    plain: u16,
     tls: u16,
     cert: std::path::PathBuf,
     dir: std::path::PathBuf,
@@ -176,7 +175,6 @@ impl TlsRedis {
             .spawn()
             .expect("redis-server starts");
         let redis = TlsRedis {
-            plain,
             tls,
             cert,
             dir,
@@ -252,14 +250,18 @@ async fn nodes_reach_a_tls_redis_with_the_ca_file() {
 #[test]
 fn redis_options_are_validated() {
     for prefix in ["", "a{b}:", "has space"] {
-        let mut c = Config::default();
-        c.redis_prefix = prefix.into();
+        let c = Config {
+            redis_prefix: prefix.into(),
+            ..Default::default()
+        };
         assert!(c.validate().is_err(), "{prefix:?}");
     }
-    let mut c = Config::default();
-    c.broker = "redis://a:1,redis://b:2".into();
-    c.redis_mode = "cluster".parse::<RedisMode>().unwrap();
-    c.redis_prefix = "staging:".into();
+    let c = Config {
+        broker: "redis://a:1,redis://b:2".into(),
+        redis_mode: "cluster".parse::<RedisMode>().unwrap(),
+        redis_prefix: "staging:".into(),
+        ..Default::default()
+    };
     assert!(c.validate().is_ok());
     let options = c.redis_options().unwrap();
     assert_eq!(
