@@ -144,7 +144,8 @@ async fn publish_within(node: &TestServer, channel: &str, data: &str, secs: u64)
 // issue #17 item 3: a 3-master Redis Cluster: offsets, delivery and history across two
 // nodes for channels spread over every master (a channel's keys and its epoch share a
 // slot: no CROSSSLOT); then the master the subscribing node listened on is killed, and
-// channels on the surviving masters still reach its clients.
+// channels on the surviving masters still reach its clients. A slot migration before
+// that keeps a channel's life and delivery.
 #[tokio::test]
 async fn two_nodes_over_a_three_master_redis_cluster() {
     let mut procs = Procs::new("rcluster");
@@ -231,13 +232,72 @@ async fn two_nodes_over_a_three_master_redis_cluster() {
         assert!(n > 0, "master {port} holds no key");
     }
 
+    // A slot migration (as `redis-cli --cluster reshard` does it, for one slot): the
+    // channel's keys and its epoch move together to another master; its life goes on
+    // (same epoch, next offset) and delivery with it.
+    let mut owner = None;
+    let mut slot = String::new();
+    for port in ports {
+        let key = cli(port, &["--scan", "--pattern", "*:pos:c0"]).await;
+        if !key.trim().is_empty() {
+            slot = cli(port, &["CLUSTER", "KEYSLOT", key.trim()])
+                .await
+                .trim()
+                .to_string();
+            owner = Some(port);
+        }
+    }
+    let from = owner.expect("a master holds c0's slot");
+    let to = *ports
+        .iter()
+        .find(|p| **p != from && **p != ports[0])
+        .unwrap();
+    let id = |port: u16| async move { cli(port, &["CLUSTER", "MYID"]).await.trim().to_string() };
+    let (from_id, to_id) = (id(from).await, id(to).await);
+    let (_, before) = get(&a.http("/api/history/c0")).await;
+    cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]).await;
+    cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]).await;
+    let keys = cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "1000"]).await;
+    let mut migrate = vec![
+        "MIGRATE".to_string(),
+        "127.0.0.1".into(),
+        to.to_string(),
+        "".into(),
+        "0".into(),
+        "5000".into(),
+        "KEYS".into(),
+    ];
+    migrate.extend(keys.lines().map(str::to_string));
+    let migrate: Vec<&str> = migrate.iter().map(String::as_str).collect();
+    assert_eq!(cli(from, &migrate).await.trim(), "OK");
+    for port in ports {
+        cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]).await;
+    }
+    assert_eq!(
+        cli(to, &["CLUSTER", "COUNTKEYSINSLOT", &slot]).await.trim(),
+        keys.lines().count().to_string()
+    );
+    let body = publish_within(&b, "c0", "c0-moved", 5)
+        .await
+        .expect("c0 after the move");
+    assert_eq!(body["offset"], json!(3), "{body}");
+    let p = x.push().await;
+    assert_eq!((&p["channel"], &p["offset"]), (&json!("c0"), &json!(3)));
+    let (_, after) = get(&a.http("/api/history/c0")).await;
+    assert_eq!(
+        after["epoch"], before["epoch"],
+        "the life goes on after a migration"
+    );
+    assert_eq!(after["messages"].as_array().unwrap().len(), 3, "{after}");
+
     // Node a listens on the first master: kill it. Its pub/sub moves to another master;
     // channels whose slots live on the survivors go on (the others answer 503).
     procs.kill(ports[0]);
     let mut delivered = Vec::new();
     for ch in &channels {
-        if let Some(body) = publish_within(&b, ch, &format!("{ch}-3"), 3).await {
-            assert_eq!(body["offset"], json!(3), "{ch}: {body}");
+        let next = if ch == "c0" { 4 } else { 3 };
+        if let Some(body) = publish_within(&b, ch, &format!("{ch}-{next}"), 3).await {
+            assert_eq!(body["offset"], json!(next), "{ch}: {body}");
             delivered.push(ch.clone());
         }
     }
@@ -248,7 +308,8 @@ async fn two_nodes_over_a_three_master_redis_cluster() {
     let mut seen = Vec::new();
     while seen.len() < delivered.len() {
         let p = x.push().await;
-        assert_eq!(p["offset"], json!(3), "{p}");
+        let next = if p["channel"] == json!("c0") { 4 } else { 3 };
+        assert_eq!(p["offset"], json!(next), "{p}");
         seen.push(p["channel"].as_str().unwrap().to_string());
     }
     seen.sort();
