@@ -1,7 +1,8 @@
 //! Redis Cluster and Sentinel with real redis-server processes (issue #17 item 3): a
-//! 3-master cluster carrying publishes and history between two nodes, whose pub/sub
-//! survives losing the Redis node it listened on; a Sentinel failover after which
-//! clients are told `history_gone` with a new epoch, never silently.
+//! 3-master cluster carrying publishes and history between two nodes, through a slot
+//! migration, whose pub/sub survives losing the Redis node it listened on; the same
+//! over TLS; a Sentinel failover after which clients are told `history_gone` with a
+//! new epoch, never silently.
 
 mod support;
 
@@ -24,6 +25,8 @@ fn free_port() -> u16 {
 struct Procs {
     dir: PathBuf,
     children: Vec<(u16, Child)>,
+    /// The CA for `redis-cli --tls` when the servers serve TLS only.
+    tls: Option<PathBuf>,
 }
 
 impl Procs {
@@ -34,24 +37,35 @@ impl Procs {
         Procs {
             dir,
             children: Vec::new(),
+            tls: None,
         }
     }
 
     /// Starts `redis-server` on `port` with `args` and waits for its PING.
     async fn start(&mut self, port: u16, args: &[String]) {
+        self.launch(port, port, args).await;
+    }
+
+    /// Starts a `redis-server` that serves TLS only (`args` name `port` as its TLS port).
+    async fn start_tls_only(&mut self, port: u16, args: &[String]) {
+        self.launch(port, 0, args).await;
+    }
+
+    async fn launch(&mut self, port: u16, plain_port: u16, args: &[String]) {
         let dir = self.dir.join(port.to_string());
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
             .args(args)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--port", &plain_port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server starts");
         self.children.push((port, child));
+        let ca = self.tls.clone();
         within("redis-server PING", async {
-            while cli(port, &["PING"]).await.trim() != "PONG" {
+            while cli_with(ca.as_deref(), port, &["PING"]).await.trim() != "PONG" {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -80,12 +94,18 @@ impl Drop for Procs {
 
 /// `redis-cli -p PORT ARGS...`: its stdout.
 async fn cli(port: u16, args: &[&str]) -> String {
+    cli_with(None, port, args).await
+}
+
+/// `redis-cli [--tls --cacert CA] -p PORT ARGS...`: its stdout.
+async fn cli_with(ca: Option<&std::path::Path>, port: u16, args: &[&str]) -> String {
+    let mut cmd = tokio::process::Command::new("redis-cli");
+    if let Some(ca) = ca {
+        cmd.arg("--tls").arg("--cacert").arg(ca);
+    }
     let out = within(
         "redis-cli",
-        tokio::process::Command::new("redis-cli")
-            .args(["-p", &port.to_string()])
-            .args(args)
-            .output(),
+        cmd.args(["-p", &port.to_string()]).args(args).output(),
     )
     .await
     .expect("redis-cli runs");
@@ -408,6 +428,90 @@ async fn a_sentinel_failover_is_followed_and_clients_are_told() {
     );
     let (_, h) = get(&b.http("/api/history/s:1")).await;
     assert_eq!(h["messages"][0]["data"], json!("after"), "{h}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+// issue #17 item 3: a Redis Cluster serving TLS only (`tls-cluster yes`, plain port 0),
+// with a certificate made here: nodes reach it with `rediss://` and `redis_ca_file`.
+#[tokio::test]
+async fn two_nodes_over_a_tls_redis_cluster() {
+    let mut procs = Procs::new("rcluster-tls");
+    let made =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let (cert, key) = (procs.dir.join("redis.pem"), procs.dir.join("redis.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    procs.tls = Some(cert.clone());
+    let ports = [free_port(), free_port(), free_port()];
+    for port in ports {
+        let args: Vec<String> = vec![
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            cert.to_string_lossy().into_owned(),
+            "--tls-key-file".into(),
+            key.to_string_lossy().into_owned(),
+            "--tls-ca-cert-file".into(),
+            cert.to_string_lossy().into_owned(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--tls-cluster".into(),
+            "yes".into(),
+            "--cluster-enabled".into(),
+            "yes".into(),
+            "--cluster-config-file".into(),
+            format!("nodes-{port}.conf"),
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "no".into(),
+        ];
+        procs.start_tls_only(port, &args).await;
+    }
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut create = vec!["--cluster", "create"];
+    create.extend(addrs.iter().map(String::as_str));
+    create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+    let out = cli_with(Some(&cert), ports[0], &create).await;
+    assert!(out.contains("All 16384 slots covered"), "{out}");
+    for port in ports {
+        let cert = cert.clone();
+        until("cluster_state:ok", 10, || {
+            let cert = cert.clone();
+            async move {
+                cli_with(Some(&cert), port, &["CLUSTER", "INFO"])
+                    .await
+                    .contains("cluster_state:ok")
+            }
+        })
+        .await;
+    }
+    let broker: String = ports
+        .iter()
+        .map(|p| format!("rediss://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let tls_node = |c: &mut Config| {
+        node_config(c, broker.clone(), RedisMode::Cluster);
+        c.redis_ca_file = Some(cert.clone());
+    };
+    let a = TestServer::with(tls_node).await;
+    let b = TestServer::with(tls_node).await;
+    let mut x = JsonClient::connect(&a.ws("")).await;
+    let channels: Vec<String> = (0..6).map(|i| format!("t{i}")).collect();
+    for ch in &channels {
+        let r = x.cmd(json!({"op": "subscribe", "channel": ch})).await;
+        assert_eq!(r["ok"], json!(true), "{r}");
+    }
+    for ch in &channels {
+        assert_eq!(publish(&b, ch, ch).await, 1);
+        let p = x.push().await;
+        assert_eq!((&p["channel"], &p["offset"]), (&json!(ch), &json!(1)));
+        let (_, h) = get(&a.http(&format!("/api/history/{ch}"))).await;
+        assert_eq!(h["messages"][0]["data"], json!(ch), "{h}");
+    }
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -17,6 +17,9 @@ use super::{bounded, unavailable, Inner, CALL_TIMEOUT};
 use crate::broker::BrokerError;
 use crate::model::{ClientId, Disconnect, Message, Payload, ALL};
 
+/// Attempts of a catch-up after a reconnect (about 30 s with the backoff).
+const CATCH_UP_TRIES: usize = 18;
+
 /// A channel this node subscribes to; its lock orders delivery and subscribes.
 pub(super) struct Gate {
     pub(super) subscribed: AtomicBool,
@@ -92,7 +95,7 @@ impl Inner {
                         .collect();
                     for channel in channels {
                         let me = self.clone();
-                        tokio::spawn(async move { me.catch_up(&channel, None).await });
+                        tokio::spawn(async move { me.catch_up_retrying(&channel).await });
                     }
                     while let Some(msg) = stream.next().await {
                         self.dispatch(msg.get_channel_name(), msg.get_payload_bytes())
@@ -226,6 +229,24 @@ impl Inner {
     pub(super) fn deliver(&self, channel: &str, env: Envelope) {
         let msg = Message::new(Arc::from(channel), env.offset, env.payload);
         self.local.deliver(&msg);
+    }
+
+    /// [`Inner::catch_up`] after a reconnect, tried again (bounded) while Redis does not
+    /// answer yet: the command connection may still point at a server that just went
+    /// away (a Sentinel failover), and a message published meanwhile must not be missed.
+    pub(super) async fn catch_up_retrying(&self, channel: &str) {
+        let mut delay = Duration::from_millis(100);
+        for _ in 0..CATCH_UP_TRIES {
+            let Some(gate) = self.gates.lock().get(channel).cloned() else {
+                return;
+            };
+            if !gate.subscribed.load(Relaxed) || self.catch_up(channel, None).await.is_some() {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+        tracing::warn!(%channel, "could not catch up from history after a reconnect");
     }
 
     /// Brings local subscribers of `channel` up to the channel's offset from history.
