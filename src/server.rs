@@ -56,20 +56,16 @@ pub async fn run(
         max_frames: config.queue_max_frames,
         max_bytes: config.queue_max_bytes,
     };
-    let redis_urls = config.redis_urls();
+    let redis_options = config.redis_options();
     // One fan-out flusher lane per runtime worker thread.
     let lanes = tokio::runtime::Handle::current().metrics().num_workers();
     // The broker, seen as the hub's core broker and as the Pusher front's cluster.
     type Brokers = (Arc<Registry>, Arc<dyn Broker>, Arc<dyn Cluster>);
-    let (registry, broker, cluster): Brokers = if redis_urls.is_empty() {
-        let registry = Arc::new(Registry::new(limits).coalescing(config.write_coalesce_ms, lanes));
-        let memory = Arc::new(Memory::new(registry.clone(), namespaces.clone()));
-        (registry, memory.clone(), memory)
-    } else {
+    let (registry, broker, cluster): Brokers = if let Some(redis_options) = redis_options {
         let registry = Arc::new(
             Registry::for_node(limits, node_id()).coalescing(config.write_coalesce_ms, lanes),
         );
-        let redis = Redis::connect(&redis_urls, registry.clone(), namespaces.clone())
+        let redis = Redis::connect(&redis_options, registry.clone(), namespaces.clone())
             .await
             .map_err(|e| {
                 std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e.to_string())
@@ -77,6 +73,10 @@ pub async fn run(
         redis.set_node_ttl(config.node_ttl_ms);
         let redis = Arc::new(redis);
         (registry, redis.clone(), redis)
+    } else {
+        let registry = Arc::new(Registry::new(limits).coalescing(config.write_coalesce_ms, lanes));
+        let memory = Arc::new(Memory::new(registry.clone(), namespaces.clone()));
+        (registry, memory.clone(), memory)
     };
     let hub = Hub::new(registry.clone(), broker.clone(), namespaces)
         .max_channels_per_client(config.max_channels_per_connection);

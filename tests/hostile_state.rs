@@ -385,9 +385,10 @@ impl RedisClient {
         })
     }
 
-    /// Every key whose name contains `{channel}` (the broker's per-channel keys).
+    /// The broker's per-channel keys of `channel` (`wspush:{TAG}:KIND:CHANNEL`, issue
+    /// #17: one key builder, with hash tags).
     async fn channel_keys(&mut self, channel: &str) -> Vec<String> {
-        self.query(&["KEYS", &format!("wspush:{{{channel}}}:*")])
+        self.query(&["KEYS", &format!("wspush:{{*}}:*:{channel}")])
             .await
             .strings()
     }
@@ -433,7 +434,9 @@ async fn redis_channel_keys_expire_with_their_history() {
         .cmd(json!({"op": "subscribe", "channel": "plain-sub"}))
         .await;
     assert_eq!(reply["offset"], json!(0), "{reply}");
-    let ttl = r.query(&["PTTL", "wspush:{plain-sub}:pos"]).await.int();
+    let pos = r.channel_keys("plain-sub").await;
+    assert!(pos[0].contains(":pos:"), "{pos:?}");
+    let ttl = r.query(&["PTTL", &pos[0]]).await.int();
     assert!(ttl > 0 && ttl <= 60_000, "position expires in {ttl} ms");
     for i in 1..=3u64 {
         assert_eq!(publish(&server, "plain-sub", "x").await, i);
@@ -470,7 +473,8 @@ async fn redis_channel_keys_expire_with_their_history() {
         .cmd(json!({"op": "subscribe", "channel": "p:room"}))
         .await;
     assert_eq!(reply["ok"], json!(true), "{reply}");
-    let key = "wspush:{p:room}:presence";
+    let keys = r.channel_keys("p:room").await;
+    let key = keys.iter().find(|k| k.contains(":presence:")).unwrap();
     let ttl = r.query(&["PTTL", key]).await.int();
     assert!(ttl > 0, "{key} has no expiry ({ttl})");
     // Nothing of the unknown channels that `history` looked at was created.
@@ -587,7 +591,7 @@ async fn failed_redis_subscribes_leave_no_subscription_behind() {
         metric(server.addr, "wspush_channels_tracked").await,
         Some(0)
     );
-    let history_keys = r.query(&["KEYS", "wspush:{h:q-*"]).await.strings();
+    let history_keys = r.query(&["KEYS", "wspush:{*}:*:h:q-*"]).await.strings();
     assert!(history_keys.is_empty(), "{history_keys:?}");
     // A subscribe that works still does, and its subscription goes with it.
     let reply = pipelined(

@@ -280,6 +280,14 @@ impl Broker for Memory {
         Box::pin(future::ready(Ok(self.sink.send_user(user, &payload))))
     }
 
+    fn disconnect(
+        &self,
+        client: ClientId,
+        reason: Disconnect,
+    ) -> BoxFuture<'_, Result<usize, BrokerError>> {
+        Box::pin(future::ready(Ok(self.sink.disconnect(client, reason))))
+    }
+
     fn presence_event<'a>(
         &'a self,
         channel: &'a str,

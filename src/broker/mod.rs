@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-pub use self::redis::Redis;
+pub use self::redis::{Redis, RedisMode, RedisOptions};
 pub use crate::model::Member;
 use crate::model::{ClientId, Disconnect, Message, Payload};
 pub use memory::Memory;
@@ -175,6 +175,8 @@ pub trait Sink: Send + Sync + 'static {
     /// Closes the channel's subscribers whose subscriptions carry offsets: the
     /// channel's offsets restarted, so they reconnect and recover.
     fn resync(&self, channel: &str);
+    /// Closes one local client with `reason`; 1 if it was connected here, else 0.
+    fn disconnect(&self, client: ClientId, reason: Disconnect) -> usize;
 }
 
 /// A message broker: assigns per-channel offsets, keeps history and delivers to
@@ -209,6 +211,14 @@ pub trait Broker: Send + Sync + 'static {
     /// Sends to one client wherever it is connected; resolves to how many it reached.
     fn send(&self, client: ClientId, payload: Payload)
         -> BoxFuture<'_, Result<usize, BrokerError>>;
+
+    /// Closes one client with `reason` wherever it is connected; resolves to 1 when its
+    /// node was reached (for a client of this node: when it was connected), else 0.
+    fn disconnect(
+        &self,
+        client: ClientId,
+        reason: Disconnect,
+    ) -> BoxFuture<'_, Result<usize, BrokerError>>;
 
     /// Sends to every connection of a user wherever they are; how many it reached.
     fn send_user<'a>(

@@ -16,6 +16,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
 use serde::{Deserialize, Serialize};
 
+use crate::broker::{RedisMode, RedisOptions};
 use crate::namespace::Namespace;
 pub use upstream::Spec;
 
@@ -230,6 +231,22 @@ pub struct Config {
     /// occupancy, sending `member_removed` / `channel_vacated` once cluster-wide.
     #[arg(long, env = "WSPUSH_NODE_TTL_MS", default_value_t = 30_000)]
     pub node_ttl_ms: u64,
+    /// How the `broker` Redis URLs are read: `standalone` (each URL one Redis; channels
+    /// are sharded over them), `cluster` (nodes of one Redis Cluster; list several) or
+    /// `sentinel` (Sentinels watching `redis_sentinel_master`; a failover is followed).
+    #[arg(long, env = "WSPUSH_REDIS_MODE", default_value_t = RedisMode::Standalone)]
+    pub redis_mode: RedisMode,
+    /// Prefix of every Redis key and pub/sub topic: servers sharing one Redis with
+    /// different prefixes do not see each other's channels, clients or history.
+    #[arg(long, env = "WSPUSH_REDIS_PREFIX", default_value = "wspush:")]
+    pub redis_prefix: String,
+    /// PEM CA certificate(s) trusted for `rediss://` URLs instead of the system store.
+    #[arg(long, env = "WSPUSH_REDIS_CA_FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// The master name the Sentinels know (`redis_mode = "sentinel"`).
+    #[arg(long, env = "WSPUSH_REDIS_SENTINEL_MASTER", default_value = "mymaster")]
+    pub redis_sentinel_master: String,
 }
 
 impl Config {
@@ -428,6 +445,19 @@ impl Config {
                 "must be at least 1 with --upstream exec:",
             );
         }
+        if self.redis_prefix.is_empty()
+            || self.redis_prefix.len() > 64
+            || !self.redis_prefix.chars().all(|c| c.is_ascii_graphic())
+            || self.redis_prefix.contains(['{', '}'])
+        {
+            return bad(
+                "redis-prefix",
+                "must be 1 to 64 printable ASCII characters without `{` or `}` (hash tags are wspush's)",
+            );
+        }
+        if self.redis_sentinel_master.is_empty() {
+            return bad("redis-sentinel-master", "must not be empty");
+        }
         Ok(())
     }
 
@@ -454,6 +484,18 @@ impl Config {
                 .chain(flag_apps)
                 .fold(self.max_publish_size, usize::max);
             data.saturating_add(4096)
+        })
+    }
+
+    /// How to reach Redis, or `None` for the in-memory broker.
+    pub fn redis_options(&self) -> Option<RedisOptions> {
+        let urls = self.redis_urls();
+        (!urls.is_empty()).then(|| RedisOptions {
+            urls,
+            mode: self.redis_mode,
+            prefix: self.redis_prefix.clone(),
+            ca_file: self.redis_ca_file.clone(),
+            sentinel_master: self.redis_sentinel_master.clone(),
         })
     }
 

@@ -117,7 +117,8 @@ pub async fn send(State(app): State<AppState>, Json(req): Json<Send>) -> Answer 
     }
 }
 
-/// `GET /api/channels`: channels with local subscribers.
+/// `GET /api/channels`: channels with subscribers on this node (`"scope":"node"`, with
+/// the node's id: in a cluster, ask each node).
 pub async fn channels(State(app): State<AppState>) -> Answer {
     let list: Vec<Value> = app
         .hub
@@ -125,10 +126,13 @@ pub async fn channels(State(app): State<AppState>) -> Answer {
         .into_iter()
         .map(|(name, n)| json!({ "channel": &*name, "subscribers": n }))
         .collect();
-    Ok(axum::Json(json!({ "channels": list })))
+    Ok(axum::Json(
+        json!({ "channels": list, "scope": "node", "node": app.hub.node() }),
+    ))
 }
 
-/// `GET /api/clients`: connected clients.
+/// `GET /api/clients`: clients connected to this node (`"scope":"node"`, with the
+/// node's id: in a cluster, ask each node).
 pub async fn clients(State(app): State<AppState>) -> Answer {
     let list: Vec<Value> = app
         .hub
@@ -139,7 +143,9 @@ pub async fn clients(State(app): State<AppState>) -> Answer {
             json!({ "id": c.id.to_string(), "mode": c.format, "remote": c.remote.to_string(), "channels": channels })
         })
         .collect();
-    Ok(axum::Json(json!({ "clients": list })))
+    Ok(axum::Json(
+        json!({ "clients": list, "scope": "node", "node": app.hub.node() }),
+    ))
 }
 
 /// `?since=&limit=` of `GET /api/history/{channel}`.
@@ -199,10 +205,9 @@ pub async fn disconnect(State(app): State<AppState>, Path(id): Path<String>) -> 
     let cid: ClientId = id
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("'{id}' is not a client id (c-N)")))?;
-    let client = app
-        .hub
-        .client(cid)
-        .ok_or_else(|| ApiError::NotFound(format!("no client {cid}")))?;
-    client.close(Disconnect::Kicked);
-    Ok(axum::Json(json!({ "disconnected": cid.to_string() })))
+    // A client of another node is closed by its node (`send` routes the same way).
+    match app.hub.close_client(cid, Disconnect::Kicked).await? {
+        0 => Err(ApiError::NotFound(format!("no client {cid}"))),
+        _ => Ok(axum::Json(json!({ "disconnected": cid.to_string() }))),
+    }
 }

@@ -232,4 +232,19 @@ impl Hub {
     pub async fn send(&self, id: ClientId, payload: Payload) -> Result<usize, BrokerError> {
         self.broker.send(id, payload).await
     }
+
+    /// Closes one client wherever it is connected: 1 when it was connected here or its
+    /// node was reached, else 0.
+    pub async fn close_client(
+        &self,
+        id: ClientId,
+        reason: Disconnect,
+    ) -> Result<usize, BrokerError> {
+        self.broker.disconnect(id, reason).await
+    }
+
+    /// This node's id (the high 32 bits of its client ids; 0 without a cluster).
+    pub fn node(&self) -> u32 {
+        crate::broker::Sink::node(&*self.registry)
+    }
 }

@@ -480,6 +480,13 @@ impl Sink for Registry {
         self.close_user_local(user, reason)
     }
 
+    fn disconnect(&self, client: ClientId, reason: Disconnect) -> usize {
+        self.client(client).map_or(0, |c| {
+            c.close(reason);
+            1
+        })
+    }
+
     fn resync(&self, channel: &str) {
         Registry::resync(self, channel)
     }

@@ -10,32 +10,70 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::pubsub::{Gate, GateState};
-use super::wire::{
-    encode_event, keys, kind_code, parse_envelope, position_key, presence_key, topic, Envelope,
-};
+use super::wire::{encode_event, kind_code, parse_envelope, Envelope, Keys};
 use super::{bounded, now_ms, Inner, Redis, KEEPALIVE_MS, PRESENCE_TTL_MS};
 use crate::broker::{
     check_since, Broker, BrokerError, History, Member, Position, Ready, Since, SubscribeError,
 };
-use crate::model::{ClientId, Message, Payload, ALL};
+use crate::model::{ClientId, Disconnect, Message, Payload, ALL};
 
-/// Assigns the next offset, keeps history, publishes. KEYS: position hash (`o` offset,
-/// `e` epoch), history, base epoch, lives counter. ARGV: pub/sub channel, kind, data,
-/// history size, history ttl (ms), event metadata (JSON, or empty), keepalive (ms).
-/// The position hash lives as long as the history, and at least the keepalive while a
-/// node listens; a channel without history that nobody hears keeps nothing.
-pub(super) const PUBLISH: &str = r#"
-local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then
-  local base = redis.call('GET', KEYS[3])
-  if not base then
-    local t = redis.call('TIME')
-    base = t[1] .. string.format('%06d', t[2])
-    redis.call('SET', KEYS[3], base)
+/// The start of `PUBLISH` and `READ`: the channel's current `epoch` (nil when it has no
+/// life), with `base()` and `new_life()`. KEYS: position hash (`o` offset, `e` epoch, `g`
+/// replication id), history, base epoch (`replid:base`), lives counter (one tag).
+///
+/// A life remembers the Redis replication id it was last written under. A replica
+/// promoted by a failover gets a new id and keeps its old master's as `master_replid2`,
+/// and it may lack the last writes its master acknowledged: a life written under that
+/// old id starts over with a new epoch, so an offset is never reused under an epoch a
+/// client has seen. (A restart or a slot migration also brings a new id, with the data
+/// intact: the life goes on, and only the base of new epochs is renewed.)
+macro_rules! life_script {
+    () => {
+        r#"
+local info = redis.call('INFO', 'replication')
+local gen = string.match(info, 'master_replid:(%w+)') or ''
+local prev = string.match(info, 'master_replid2:(%w+)') or ''
+local function base()
+  local b = redis.call('GET', KEYS[3])
+  if b then
+    local g, v = string.match(b, '^(%w*):(.+)$')
+    if g == gen then return v end
   end
-  epoch = base .. '.' .. redis.call('INCR', KEYS[4])
+  local t = redis.call('TIME')
+  local v = t[1] .. string.format('%06d', t[2])
+  redis.call('SET', KEYS[3], gen .. ':' .. v)
+  return v
+end
+local function new_life()
+  local e = base() .. '.' .. redis.call('INCR', KEYS[4])
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', epoch)
+  redis.call('HSET', KEYS[1], 'e', e, 'g', gen)
+  return e
+end
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if epoch then
+  local g = redis.call('HGET', KEYS[1], 'g')
+  if g == prev then
+    epoch = nil
+    redis.call('DEL', KEYS[1])
+  elseif g ~= gen then
+    redis.call('HSET', KEYS[1], 'g', gen)
+  end
+end
+"#
+    };
+}
+
+/// Assigns the next offset, keeps history, publishes. KEYS: as `life_script!`. ARGV:
+/// pub/sub channel, kind, data, history size, history ttl (ms), event metadata (JSON, or
+/// empty), keepalive (ms). The position hash lives as long as the history, and at least
+/// the keepalive while a node listens; a channel without history that nobody hears
+/// keeps nothing.
+pub(super) const PUBLISH: &str = concat!(
+    life_script!(),
+    r#"
+if not epoch then
+  epoch = new_life()
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 local t = redis.call('TIME')
@@ -58,28 +96,22 @@ elseif redis.call('PTTL', KEYS[1]) < keep then
   redis.call('PEXPIRE', KEYS[1], keep)
 end
 return {offset, epoch}
-"#;
+"#
+);
 
 /// Reads a channel's epoch, offset, history length and the stored messages from offset
 /// ARGV[1] on (history offsets are contiguous, so the list index follows from the offset).
 /// KEYS: as `PUBLISH`. ARGV: from, `1` to start the channel's life if it has none (and
 /// keep it at least the keepalive, ARGV[3] ms), `0` to only look: an unknown channel
 /// then reads as offset 0 in the epoch its next life gets (unless another starts first).
-pub(super) const READ: &str = r#"
-local epoch = redis.call('HGET', KEYS[1], 'e')
+pub(super) const READ: &str = concat!(
+    life_script!(),
+    r#"
 if not epoch then
-  local base = redis.call('GET', KEYS[3])
-  if not base then
-    local t = redis.call('TIME')
-    base = t[1] .. string.format('%06d', t[2])
-    redis.call('SET', KEYS[3], base)
-  end
   if ARGV[2] ~= '1' then
-    return {base .. '.' .. (tonumber(redis.call('GET', KEYS[4]) or '0') + 1), 0, 0, {}}
+    return {base() .. '.' .. (tonumber(redis.call('GET', KEYS[4]) or '0') + 1), 0, 0, {}}
   end
-  epoch = base .. '.' .. redis.call('INCR', KEYS[4])
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', epoch)
+  epoch = new_life()
 end
 if ARGV[2] == '1' and redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -94,7 +126,8 @@ if len > 0 and from <= offset then
   entries = redis.call('LRANGE', KEYS[2], start, -1)
 end
 return {epoch, offset, len, entries}
-"#;
+"#
+);
 
 /// Keeps the position hashes of channels this node listens to alive. KEYS: position
 /// hashes. ARGV: keepalive (ms); an expiry is only ever extended.
@@ -132,13 +165,13 @@ impl Inner {
         start: bool,
     ) -> Result<Snapshot, BrokerError> {
         let mut conn = self.shard(channel).conn.clone();
-        let [position_key, history_key, base_key, lives_key] = keys(channel);
+        let k = self.keys.channel(channel);
         let (epoch, offset, len, raw): (String, u64, u64, Vec<Vec<u8>>) = bounded(
             self.read
-                .key(position_key)
-                .key(history_key)
-                .key(base_key)
-                .key(lives_key)
+                .key(k.pos)
+                .key(k.history)
+                .key(k.base)
+                .key(k.lives)
                 .arg(from)
                 .arg(if start { "1" } else { "0" })
                 .arg(KEEPALIVE_MS)
@@ -227,13 +260,18 @@ impl Inner {
     /// Extends the position hashes of the channels this node listens to (so a channel
     /// with subscribers never loses its offsets, whatever its history keeps).
     pub(super) async fn refresh_positions(&self) -> Result<(), BrokerError> {
-        let mut by_shard: Vec<Vec<String>> = vec![Vec::new(); self.shards.len()];
+        // One script call touches one shard, and in a Redis Cluster one hash tag.
+        let mut groups: HashMap<(usize, u64), Vec<String>> = HashMap::new();
         for (name, gate) in self.gates.lock().iter() {
             if gate.subscribed.load(Relaxed) {
-                by_shard[self.shard_index(name)].push(position_key(name));
+                let tag = if self.cluster { Keys::tag(name) } else { 0 };
+                groups
+                    .entry((self.shard_index(name), tag))
+                    .or_default()
+                    .push(self.keys.position(name));
             }
         }
-        for (index, keys) in by_shard.iter().enumerate() {
+        for ((index, _), keys) in groups {
             for batch in keys.chunks(TOUCH_BATCH) {
                 let mut conn = self.shards[index].conn.clone();
                 let mut call = self.touch.prepare_invoke();
@@ -257,7 +295,7 @@ impl Broker for Redis {
         Box::pin(async move {
             let ns = self.inner.namespaces.of(channel);
             let mut conn = self.inner.shard(channel).conn.clone();
-            let [position_key, history_key, base_key, lives_key] = keys(channel);
+            let k = self.inner.keys.channel(channel);
             // History is kept for its TTL (the server gives every history namespace one);
             // a day when a caller's namespaces have none.
             let ttl = ns
@@ -266,11 +304,11 @@ impl Broker for Redis {
             let (offset, _epoch): (u64, String) = bounded(
                 self.inner
                     .publish
-                    .key(position_key)
-                    .key(history_key)
-                    .key(base_key)
-                    .key(lives_key)
-                    .arg(topic(channel))
+                    .key(k.pos)
+                    .key(k.history)
+                    .key(k.base)
+                    .key(k.lives)
+                    .arg(self.inner.keys.topic(channel))
                     .arg(kind_code(payload.kind))
                     .arg(payload.data.as_ref())
                     .arg(ns.history_size)
@@ -373,8 +411,35 @@ impl Broker for Redis {
             let mut conn = self.inner.shards[0].conn.clone();
             let receivers: usize = bounded(
                 redis::cmd("PUBLISH")
-                    .arg(format!("wspush:node:{node}"))
+                    .arg(self.inner.keys.node_topic(node))
                     .arg(body)
+                    .query_async(&mut conn),
+            )
+            .await?;
+            Ok(receivers.min(1))
+        })
+    }
+
+    fn disconnect(
+        &self,
+        id: ClientId,
+        reason: Disconnect,
+    ) -> BoxFuture<'_, Result<usize, BrokerError>> {
+        Box::pin(async move {
+            let node = (id.0 >> 32) as u32;
+            if node == self.inner.local.node() {
+                return Ok(self.inner.local.disconnect(id, reason));
+            }
+            // `id:k:reason` on the node's topic (reasons travel by their index).
+            let index = Disconnect::ALL
+                .iter()
+                .position(|r| *r == reason)
+                .unwrap_or(0);
+            let mut conn = self.inner.shards[0].conn.clone();
+            let receivers: usize = bounded(
+                redis::cmd("PUBLISH")
+                    .arg(self.inner.keys.node_topic(node))
+                    .arg(format!("{}:k:{index}", id.0))
                     .query_async(&mut conn),
             )
             .await?;
@@ -394,7 +459,7 @@ impl Broker for Redis {
             let mut conn = self.inner.shards[0].conn.clone();
             bounded(
                 redis::cmd("PUBLISH")
-                    .arg("wspush:users")
+                    .arg(self.inner.keys.users_topic())
                     .arg(body)
                     .query_async(&mut conn),
             )
@@ -412,6 +477,7 @@ impl Broker for Redis {
             let mut conn = self.inner.shard(channel).conn.clone();
             let user = member.user.as_deref().unwrap_or("");
             let field = member.client.0.to_string();
+            let key = self.inner.keys.presence(channel);
             let mut pipe = redis::pipe();
             if joined {
                 let value = format!(
@@ -419,19 +485,19 @@ impl Broker for Redis {
                     self.inner.local.node(),
                     now_ms() + PRESENCE_TTL_MS
                 );
-                pipe.hset(presence_key(channel), &field, value)
+                pipe.hset(&key, &field, value)
                     .ignore()
-                    .pexpire(presence_key(channel), (2 * PRESENCE_TTL_MS) as i64)
+                    .pexpire(&key, (2 * PRESENCE_TTL_MS) as i64)
                     .ignore();
             } else {
-                pipe.hdel(presence_key(channel), &field).ignore();
+                pipe.hdel(&key, &field).ignore();
             }
             let event = format!(
                 "e:{}:{}:{user}",
                 if joined { "j" } else { "l" },
                 member.client.0
             );
-            pipe.publish(topic(channel), event).ignore();
+            pipe.publish(self.inner.keys.topic(channel), event).ignore();
             bounded(pipe.query_async::<()>(&mut conn)).await
         })
     }
@@ -441,7 +507,7 @@ impl Broker for Redis {
             let mut conn = self.inner.shard(channel).conn.clone();
             let all: HashMap<String, String> = bounded(
                 redis::cmd("HGETALL")
-                    .arg(presence_key(channel))
+                    .arg(self.inner.keys.presence(channel))
                     .query_async(&mut conn),
             )
             .await?;

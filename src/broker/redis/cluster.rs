@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use super::wire::{held_key, node_rooms_key, occupancy_key, room_key, OCCUPANCY_NODES};
 use super::{bounded, now_ms, Inner, Redis};
 use crate::broker::{BrokerError, Cluster, Member, Occupancy, Reaped, RoomLeft};
 use crate::model::{ClientId, Disconnect};
 
 /// Records a node's subscriber count of a channel and sums it over live nodes.
 /// KEYS: the node's occupancy hash, the live-nodes zset. ARGV: node, channel, count,
-/// node expiry (ms), now (ms), hash ttl (ms). Returns {before, after} cluster-wide.
+/// node expiry (ms), now (ms), hash ttl (ms), the occupancy hashes' key prefix
+/// (`Keys::occupancy_prefix`). Returns {before, after} cluster-wide.
 pub(super) const OCCUPANCY_SYNC: &str = r#"
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 local old = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
@@ -28,17 +28,17 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 local total = 0
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[5], '+inf')) do
-  total = total + tonumber(redis.call('HGET', 'wspush:occupancy:' .. node, ARGV[2]) or '0')
+  total = total + tonumber(redis.call('HGET', ARGV[7] .. node, ARGV[2]) or '0')
 end
 return {total - new + old, total}
 "#;
 
 /// Every channel's subscriber count summed over live nodes, as a flat name, count list.
-/// KEYS: the live-nodes zset. ARGV: now (ms).
+/// KEYS: the live-nodes zset. ARGV: now (ms), the occupancy hashes' key prefix.
 pub(super) const OCCUPANCY_ALL: &str = r#"
 local sums = {}
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
-  local h = redis.call('HGETALL', 'wspush:occupancy:' .. node)
+  local h = redis.call('HGETALL', ARGV[2] .. node)
   for i = 1, #h, 2 do
     sums[h[i]] = (sums[h[i]] or 0) + tonumber(h[i + 1])
   end
@@ -134,7 +134,7 @@ impl Inner {
         rooms: &[&str],
         replace: bool,
     ) -> redis::RedisResult<()> {
-        let key = node_rooms_key(self.local.node());
+        let key = self.keys.node_rooms(self.local.node());
         let mut pipe = redis::pipe();
         pipe.atomic();
         if replace {
@@ -153,7 +153,7 @@ impl Inner {
         let mut conn = self.shard(room).conn.clone();
         let flat: Vec<(String, String)> = bounded(
             self.reap_room
-                .key(room_key(room))
+                .key(self.keys.room(room))
                 .arg(node)
                 .invoke_async(&mut conn),
         )
@@ -195,7 +195,7 @@ impl Inner {
         self.record_rooms(&names, true).await?;
         for (room, values) in rooms {
             let mut conn = self.shard(&room).conn.clone();
-            let key = room_key(&room);
+            let key = self.keys.room(&room);
             let mut pipe = redis::pipe();
             for (client, value) in values {
                 pipe.hset(&key, client, value).ignore();
@@ -226,7 +226,7 @@ impl Inner {
     /// Rewrites this node's subscriber counts in the cluster-wide occupancy.
     pub(super) async fn refresh_occupancy(&self) -> redis::RedisResult<()> {
         let node = self.local.node();
-        let key = occupancy_key(node);
+        let key = self.keys.occupancy(node);
         let (now, ttl) = (now_ms(), self.ttl());
         let mut pipe = redis::pipe();
         pipe.atomic().del(&key).ignore();
@@ -234,7 +234,8 @@ impl Inner {
             pipe.hset(&key, &*channel, n).ignore();
         }
         pipe.pexpire(&key, (2 * ttl) as i64).ignore();
-        pipe.zadd(OCCUPANCY_NODES, node, now + ttl).ignore();
+        pipe.zadd(self.keys.occupancy_nodes(), node, now + ttl)
+            .ignore();
         let mut conn = self.shards[0].conn.clone();
         pipe.query_async::<()>(&mut conn).await
     }
@@ -262,7 +263,7 @@ impl Cluster for Redis {
                 .entry(Arc::from(room))
                 .or_default()
                 .insert(member.client.0, entry);
-            let key = room_key(room);
+            let key = self.inner.keys.room(room);
             let mut conn = self.inner.shard(room).conn.clone();
             let mut pipe = redis::pipe();
             pipe.atomic()
@@ -293,7 +294,7 @@ impl Cluster for Redis {
                     }
                 }
             }
-            let key = room_key(room);
+            let key = self.inner.keys.room(room);
             let mut conn = self.inner.shard(room).conn.clone();
             let mut pipe = redis::pipe();
             pipe.atomic()
@@ -319,7 +320,7 @@ impl Cluster for Redis {
             let mut conn = self.inner.shard(room).conn.clone();
             let all: HashMap<String, String> = bounded(
                 redis::cmd("HGETALL")
-                    .arg(room_key(room))
+                    .arg(self.inner.keys.room(room))
                     .query_async(&mut conn),
             )
             .await?;
@@ -340,7 +341,7 @@ impl Cluster for Redis {
             let mut conn = self.inner.shards[0].conn.clone();
             bounded(
                 redis::cmd("PUBLISH")
-                    .arg("wspush:close")
+                    .arg(self.inner.keys.close_topic())
                     .arg(format!("{index}:{user}"))
                     .query_async::<()>(&mut conn),
             )
@@ -359,14 +360,15 @@ impl Cluster for Redis {
             bounded(
                 self.inner
                     .occupancy_sync
-                    .key(occupancy_key(node))
-                    .key(OCCUPANCY_NODES)
+                    .key(self.inner.keys.occupancy(node))
+                    .key(self.inner.keys.occupancy_nodes())
                     .arg(node)
                     .arg(channel)
                     .arg(self.inner.local.subscribers(channel))
                     .arg(now + ttl)
                     .arg(now)
                     .arg(2 * ttl)
+                    .arg(self.inner.keys.occupancy_prefix())
                     .invoke_async(&mut conn),
             )
             .await
@@ -379,8 +381,9 @@ impl Cluster for Redis {
             let flat: Vec<(String, usize)> = bounded(
                 self.inner
                     .occupancy_all
-                    .key(OCCUPANCY_NODES)
+                    .key(self.inner.keys.occupancy_nodes())
                     .arg(now_ms())
+                    .arg(self.inner.keys.occupancy_prefix())
                     .invoke_async(&mut conn),
             )
             .await?;
@@ -397,10 +400,10 @@ impl Cluster for Redis {
             bounded(
                 self.inner
                     .occupancy_one
-                    .key(OCCUPANCY_NODES)
+                    .key(self.inner.keys.occupancy_nodes())
                     .arg(now_ms())
                     .arg(channel)
-                    .arg(occupancy_key(0))
+                    .arg(self.inner.keys.occupancy(0))
                     .invoke_async(&mut conn),
             )
             .await
@@ -412,7 +415,7 @@ impl Cluster for Redis {
             let mut conn = self.inner.shard(key).conn.clone();
             bounded(
                 redis::cmd("SET")
-                    .arg(held_key(key))
+                    .arg(self.inner.keys.held(key))
                     .arg(1)
                     .arg("PX")
                     .arg(ttl_ms.max(1))
@@ -425,8 +428,12 @@ impl Cluster for Redis {
     fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, BrokerError>> {
         Box::pin(async move {
             let mut conn = self.inner.shard(key).conn.clone();
-            let n: u64 =
-                bounded(redis::cmd("DEL").arg(held_key(key)).query_async(&mut conn)).await?;
+            let n: u64 = bounded(
+                redis::cmd("DEL")
+                    .arg(self.inner.keys.held(key))
+                    .query_async(&mut conn),
+            )
+            .await?;
             Ok(n == 1)
         })
     }
@@ -438,7 +445,7 @@ impl Cluster for Redis {
             let dead: Vec<u32> = bounded(
                 inner
                     .reap_nodes
-                    .key(OCCUPANCY_NODES)
+                    .key(inner.keys.occupancy_nodes())
                     .arg(now_ms())
                     .arg(inner.local.node())
                     .invoke_async(&mut conn),
@@ -446,7 +453,7 @@ impl Cluster for Redis {
             .await?;
             let mut out = Vec::new();
             for node in dead {
-                let (occupancy, rooms) = (occupancy_key(node), node_rooms_key(node));
+                let (occupancy, rooms) = (inner.keys.occupancy(node), inner.keys.node_rooms(node));
                 let mut pipe = redis::pipe();
                 pipe.atomic()
                     .hgetall(&occupancy)

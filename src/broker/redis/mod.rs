@@ -9,8 +9,10 @@
 //! Each life of that hash gets a new epoch (the Redis server's base epoch and a counter),
 //! so offsets that start over are never taken for the old ones.
 //!
-//! Files by concern: this one holds the broker's state, its connections and the
-//! periodic refresh; [`wire`] the key names and envelopes; [`pubsub`] the subscription
+//! Files by concern: this one holds the broker's state and the periodic refresh;
+//! [`conn`] how Redis is reached (standalone shards, Redis Cluster, Sentinel, TLS);
+//! [`wire`] the key names (the one key builder, with the prefix and hash tags) and
+//! envelopes; [`pubsub`] the subscription
 //! tasks and ordered delivery; [`channels`] the core [`Broker`](crate::broker::Broker)
 //! operations and their scripts; [`presence`] presence entries; [`cluster`] the
 //! [`Cluster`](crate::broker::Cluster) needs of the Pusher front (rooms, occupancy,
@@ -18,6 +20,7 @@
 
 mod channels;
 mod cluster;
+mod conn;
 mod presence;
 mod pubsub;
 mod wire;
@@ -28,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::aio::PubSubSink;
 use redis::Script;
 
 use super::{BrokerError, Sink};
@@ -36,7 +39,10 @@ use crate::model::ALL;
 use crate::namespace::Namespaces;
 use crate::shard::fnv;
 use cluster::RoomEntry;
+use conn::{Conn, Source};
+pub use conn::{RedisMode, RedisOptions};
 use pubsub::Gate;
+use wire::Keys;
 
 /// How long a presence entry lives without being refreshed by its node.
 const PRESENCE_TTL_MS: u64 = 30_000;
@@ -68,10 +74,10 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// One Redis server.
+/// One Redis server (or one Redis Cluster, or the master Sentinel names).
 struct Shard {
-    client: redis::Client,
-    conn: ConnectionManager,
+    source: Source,
+    conn: Conn,
     sink: Mutex<Option<PubSubSink>>,
     up: AtomicBool,
 }
@@ -80,6 +86,10 @@ struct Inner {
     local: Arc<dyn Sink>,
     namespaces: Arc<Namespaces>,
     shards: Vec<Shard>,
+    /// The one key and topic builder.
+    keys: Keys,
+    /// Keys spread over a Redis Cluster's slots (a script touches one hash tag only).
+    cluster: bool,
     gates: Mutex<HashMap<Arc<str>, Arc<Gate>>>,
     publish: Script,
     read: Script,
@@ -105,39 +115,29 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// Connects to every Redis URL (channels are sharded over them in this order; keep
-    /// the order the same on every node) and starts the subscription tasks.
+    /// Connects to Redis as `options` say (standalone URLs shard channels in their
+    /// order: keep it the same on every node) and starts the subscription tasks.
     pub async fn connect(
-        urls: &[String],
+        options: &RedisOptions,
         sink: Arc<dyn Sink>,
         namespaces: Arc<Namespaces>,
     ) -> Result<Self, BrokerError> {
-        let mut shards = Vec::new();
-        for url in urls {
-            let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Duration::from_secs(1))
-                .set_response_timeout(Duration::from_secs(2))
-                .set_number_of_retries(1)
-                .set_max_delay(1000);
-            let conn = tokio::time::timeout(
-                CALL_TIMEOUT,
-                client.get_connection_manager_with_config(config),
-            )
-            .await
-            .map_err(|_| unavailable(format!("{url}: connect timed out")))?
-            .map_err(|e| unavailable(format!("{url}: {e}")))?;
-            shards.push(Shard {
-                client,
+        let shards = conn::connect(options)
+            .await?
+            .into_iter()
+            .map(|(conn, source)| Shard {
+                source,
                 conn,
                 sink: Mutex::new(None),
                 up: AtomicBool::new(false),
-            });
-        }
+            })
+            .collect();
         let inner = Arc::new(Inner {
             local: sink,
             namespaces,
             shards,
+            keys: Keys::new(&options.prefix),
+            cluster: options.mode == RedisMode::Cluster,
             gates: Mutex::new(HashMap::new()),
             publish: Script::new(channels::PUBLISH),
             read: Script::new(channels::READ),

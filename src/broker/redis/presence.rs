@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::wire::{presence_key, topic};
 use super::{now_ms, Inner, PRESENCE_TTL_MS};
 use crate::broker::Member;
 use crate::model::ClientId;
@@ -40,7 +39,7 @@ impl Inner {
     /// expired entries of any node, announcing their leave once.
     pub(super) async fn refresh_channel(&self, channel: &str) -> redis::RedisResult<()> {
         let mut conn = self.shard(channel).conn.clone();
-        let key = presence_key(channel);
+        let key = self.keys.presence(channel);
         let now = now_ms();
         let mut pipe = redis::pipe();
         for member in self.local.members(channel) {
@@ -72,7 +71,7 @@ impl Inner {
                 if removed == 1 {
                     let event = format!("e:l:{client}:{user}");
                     redis::cmd("PUBLISH")
-                        .arg(topic(channel))
+                        .arg(self.keys.topic(channel))
                         .arg(event)
                         .query_async::<()>(&mut conn)
                         .await?;

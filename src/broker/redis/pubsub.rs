@@ -12,10 +12,13 @@ use futures_util::StreamExt;
 use redis::aio::PubSubSink;
 
 use super::channels::Snapshot;
-use super::wire::{kind_of, parse_envelope, topic, Envelope};
+use super::wire::{kind_of, parse_envelope, Envelope};
 use super::{bounded, unavailable, Inner, CALL_TIMEOUT};
 use crate::broker::BrokerError;
 use crate::model::{ClientId, Disconnect, Message, Payload, ALL};
+
+/// Attempts of a catch-up after a reconnect (about 30 s with the backoff).
+const CATCH_UP_TRIES: usize = 18;
 
 /// A channel this node subscribes to; its lock orders delivery and subscribes.
 pub(super) struct Gate {
@@ -46,7 +49,7 @@ impl Inner {
     }
 
     pub(super) fn node_topic(&self) -> String {
-        format!("wspush:node:{}", self.local.node())
+        self.keys.node_topic(self.local.node())
     }
 
     /// Keeps one pub/sub connection to a shard alive, re-subscribing after reconnects and
@@ -55,7 +58,7 @@ impl Inner {
         let mut delay = Duration::from_millis(100);
         loop {
             let shard = &self.shards[index];
-            if let Ok(pubsub) = shard.client.get_async_pubsub().await {
+            if let Ok(pubsub) = shard.source.pubsub().await {
                 let (mut sink, mut stream) = pubsub.split();
                 let mut topics: Vec<String> = self
                     .gates
@@ -64,12 +67,12 @@ impl Inner {
                     .filter(|(name, g)| {
                         g.subscribed.load(Relaxed) && self.shard_index(name) == index
                     })
-                    .map(|(name, _)| topic(name))
+                    .map(|(name, _)| self.keys.topic(name))
                     .collect();
                 if index == 0 {
                     topics.push(self.node_topic());
-                    topics.push("wspush:users".into());
-                    topics.push("wspush:close".into());
+                    topics.push(self.keys.users_topic());
+                    topics.push(self.keys.close_topic());
                 }
                 if topics.is_empty() || sink.subscribe(&topics).await.is_ok() {
                     *shard.sink.lock() = Some(sink);
@@ -92,7 +95,7 @@ impl Inner {
                         .collect();
                     for channel in channels {
                         let me = self.clone();
-                        tokio::spawn(async move { me.catch_up(&channel, None).await });
+                        tokio::spawn(async move { me.catch_up_retrying(&channel).await });
                     }
                     while let Some(msg) = stream.next().await {
                         self.dispatch(msg.get_channel_name(), msg.get_payload_bytes())
@@ -110,7 +113,7 @@ impl Inner {
 
     /// Handles one pub/sub message.
     pub(super) async fn dispatch(&self, topic_name: &str, raw: &[u8]) {
-        if let Some(channel) = topic_name.strip_prefix("wspush:c:") {
+        if let Some(channel) = self.keys.channel_of(topic_name) {
             if let Some(event) = raw.strip_prefix(b"e:") {
                 self.presence_arrived(channel, event);
             } else if let Some(env) = parse_envelope(raw) {
@@ -123,7 +126,7 @@ impl Inner {
                     self.deliver_in_order(channel, &mut state, env).await;
                 }
             }
-        } else if topic_name == "wspush:users" {
+        } else if topic_name == self.keys.users_topic() {
             // `len:user` then `kind:data`.
             let mut parts = raw.splitn(2, |b| *b == b':');
             let (Some(len), Some(rest)) = (parts.next(), parts.next()) else {
@@ -147,7 +150,7 @@ impl Inner {
                 };
                 self.local.send_user(user, &payload);
             }
-        } else if topic_name == "wspush:close" {
+        } else if topic_name == self.keys.close_topic() {
             // `reason:user`
             let text = String::from_utf8_lossy(raw);
             if let Some((reason, user)) = text.split_once(':') {
@@ -165,10 +168,20 @@ impl Inner {
             else {
                 return;
             };
-            let (Some(id), Some(kind)) = (
-                std::str::from_utf8(id).ok().and_then(|i| i.parse().ok()),
-                kind_of(kind),
-            ) else {
+            let Some(id) = std::str::from_utf8(id).ok().and_then(|i| i.parse().ok()) else {
+                return;
+            };
+            if kind == b"k" {
+                // A disconnect: `id:k:reason`.
+                let reason = std::str::from_utf8(data)
+                    .ok()
+                    .and_then(|r| r.parse::<usize>().ok())
+                    .and_then(|i| Disconnect::ALL.get(i).copied())
+                    .unwrap_or(Disconnect::Kicked);
+                self.local.disconnect(ClientId(id), reason);
+                return;
+            }
+            let Some(kind) = kind_of(kind) else {
                 return;
             };
             let payload = Payload {
@@ -216,6 +229,24 @@ impl Inner {
     pub(super) fn deliver(&self, channel: &str, env: Envelope) {
         let msg = Message::new(Arc::from(channel), env.offset, env.payload);
         self.local.deliver(&msg);
+    }
+
+    /// [`Inner::catch_up`] after a reconnect, tried again (bounded) while Redis does not
+    /// answer yet: the command connection may still point at a server that just went
+    /// away (a Sentinel failover), and a message published meanwhile must not be missed.
+    pub(super) async fn catch_up_retrying(&self, channel: &str) {
+        let mut delay = Duration::from_millis(100);
+        for _ in 0..CATCH_UP_TRIES {
+            let Some(gate) = self.gates.lock().get(channel).cloned() else {
+                return;
+            };
+            if !gate.subscribed.load(Relaxed) || self.catch_up(channel, None).await.is_some() {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+        tracing::warn!(%channel, "could not catch up from history after a reconnect");
     }
 
     /// Brings local subscribers of `channel` up to the channel's offset from history.
@@ -296,7 +327,7 @@ impl Inner {
         }
         let mut sink = self.sink(channel).await?;
         gate.subscribed.store(true, Relaxed);
-        if let Err(e) = bounded(sink.subscribe(topic(channel))).await {
+        if let Err(e) = bounded(sink.subscribe(self.keys.topic(channel))).await {
             gate.subscribed.store(false, Relaxed);
             return Err(e);
         }
@@ -312,7 +343,8 @@ impl Inner {
         gate.subscribed.store(false, Relaxed);
         let sink = self.shard(channel).sink.lock().clone();
         if let Some(mut sink) = sink {
-            let _ = tokio::time::timeout(CALL_TIMEOUT, sink.unsubscribe(topic(channel))).await;
+            let _ = tokio::time::timeout(CALL_TIMEOUT, sink.unsubscribe(self.keys.topic(channel)))
+                .await;
         }
     }
 
