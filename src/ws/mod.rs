@@ -21,6 +21,7 @@ pub use commands::{members_json, messages_json, PRESENCE_COST};
 pub use front::Front;
 pub use session::Session;
 pub use upgrade::{accept_key, origin_listed, start_session, switching_protocols, upgrade};
+pub(crate) use upgrade::{handshake_channels, origin_allowed};
 
 /// The JSON-mode subprotocol.
 pub const SUBPROTOCOL: &str = "wspush.v1";

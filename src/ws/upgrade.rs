@@ -28,7 +28,7 @@ use crate::state::AppState;
 
 /// The channels of a handshake's `?channels=`: trimmed, each valid, duplicates dropped
 /// (first occurrence kept), at most `max` of them (0 = no limit).
-fn handshake_channels(list: &str, max: usize) -> Result<Vec<&str>, ApiError> {
+pub(crate) fn handshake_channels(list: &str, max: usize) -> Result<Vec<&str>, ApiError> {
     let mut seen = std::collections::HashSet::new();
     let mut channels = Vec::new();
     for channel in list.split(',').map(str::trim).filter(|c| !c.is_empty()) {
@@ -100,7 +100,7 @@ pub fn switching_protocols(accept: &str) -> Response {
 /// name: `localhost`, `*.localhost`, an IP address or one of `server_names` (a page on
 /// `rebind.example`, whose name now resolves to 127.0.0.1, is same-origin with a Host of
 /// `rebind.example`). No Origin header (non-browser) passes. A refusal says how to allow it.
-fn origin_allowed(headers: &HeaderMap, config: &Config) -> Result<(), String> {
+pub(crate) fn origin_allowed(headers: &HeaderMap, config: &Config) -> Result<(), String> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
