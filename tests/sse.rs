@@ -658,3 +658,75 @@ async fn a_cluster_delivers_to_sse_clients_of_every_node() {
         ["missed 1", "missed 2", "live"]
     );
 }
+
+// issue #15 item 1: a graceful shutdown ends every stream promptly (as it closes
+// WebSocket clients with 1001), instead of waiting out the grace for it.
+#[tokio::test]
+async fn shutdown_ends_the_streams() {
+    let server = TestServer::with(|c| c.shutdown_grace = 30).await;
+    let mut s = Stream::open(&server.http("/sse?channels=a"), &[]).await;
+    assert_eq!(s.event().await.event, "subscribed");
+    let started = std::time::Instant::now();
+    server.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(s.ended().await);
+}
+
+// issue #15 item 1 (benchmark): `wspush bench idle --sse` holds N event streams open and
+// reports the server's RSS per stream.
+#[tokio::test]
+async fn bench_idle_sse_holds_event_streams() {
+    let server = TestServer::start().await;
+    let out = within(
+        "wspush bench idle --sse",
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_wspush"))
+            .args([
+                "bench",
+                "idle",
+                "--sse",
+                "--connections",
+                "50",
+                "--settle",
+                "0.5",
+            ])
+            .args(["--server", &server.addr.to_string()])
+            .args(["--server-pid", &std::process::id().to_string()])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("the JSON line");
+    let v: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["scenario"], "idle-sse", "{v}");
+    assert_eq!(
+        (v["open"].clone(), v["connect_failed"].clone()),
+        (json!(50), json!(0)),
+        "{v}"
+    );
+    assert!(v["kib_per_connection"].is_number(), "{v}");
+    // The bench exited: its streams' connections are gone, and so are their clients.
+    within("the streams to be forgotten", async {
+        loop {
+            let (_, clients) = get(&server.http("/api/clients")).await;
+            if clients["clients"] == json!([]) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
