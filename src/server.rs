@@ -25,7 +25,7 @@ use crate::pusher::PusherFront;
 use crate::setup::Runtime;
 use crate::shutdown::Shutdown;
 use crate::sse::format::{NDJSON, SSE};
-use crate::sse::Watch;
+use crate::sse::{self, Watch};
 use crate::state::{AppState, Shared};
 use crate::upstream::Upstream;
 use crate::ws::formats::{JSON, RAW};
@@ -121,6 +121,7 @@ pub async fn run(
         pusher: pusher.clone(),
     })
     .merge(crate::sse::router(state.clone()));
+    let app = state.clone();
     let router = http::router(state, fronts);
 
     // One flusher task per runtime worker: fan-out writes spread over the cores.
@@ -165,6 +166,7 @@ pub async fn run(
         // Every request knows where it comes from: `ConnectInfo` is the client (behind a
         // trusted proxy, the address it forwards for), `Remote` has the details.
         let proxies = proxies.clone();
+        let direct = (app.clone(), proxies.clone());
         // The connection's streaming client (SSE), watched beside the connection.
         let watch = Arc::new(Watch::default());
         let watched = watch.clone();
@@ -183,7 +185,15 @@ pub async fn run(
         stop.tracker.spawn(async move {
             let service = TowerToHyperService::new(service);
             match tls {
-                None => serve_http(stream, service, handshake, token, watch, peer).await,
+                None => {
+                    // A stream asked for first thing is served on the socket itself.
+                    let (app, proxies) = direct;
+                    let pass = sse::direct::serve_or_pass(&app, &proxies, stream, peer, handshake);
+                    if let Some(stream) = pass.await {
+                        drop((app, proxies));
+                        serve_http(stream, service, handshake, token, watch, peer).await
+                    }
+                }
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {

@@ -515,13 +515,8 @@ async fn a_kicked_stream_ends() {
     );
 }
 
-/// A raw client of `target` with a 4 KiB receive buffer that reads only the response head.
-async fn stalled(addr: SocketAddr, target: &str) -> TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut s = within("connect", socket.connect(addr)).await.unwrap();
-    let req = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
+/// Reads a response head byte by byte (no body byte consumed).
+async fn read_head(s: &mut TcpStream) -> String {
     let mut head = Vec::new();
     within("the response head", async {
         while !head.ends_with(b"\r\n\r\n") {
@@ -531,10 +526,38 @@ async fn stalled(addr: SocketAddr, target: &str) -> TcpStream {
         }
     })
     .await;
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
+    String::from_utf8(head).unwrap()
+}
+
+/// A raw client of `target` with a 4 KiB receive buffer that reads only the response
+/// head. A fresh connection's stream is served on the socket (its body ends with the
+/// connection); with `keepalive` a first request (`/healthz`) makes the stream the second
+/// request of the connection, which hyper serves (chunked).
+async fn stalled(addr: SocketAddr, target: &str, keepalive: bool) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = within("connect", socket.connect(addr)).await.unwrap();
+    if keepalive {
+        let first = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+        s.write_all(first).await.unwrap();
+        let head = read_head(&mut s).await;
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.unwrap();
+    }
+    let req = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        head.contains("transfer-encoding: chunked"),
+        keepalive,
+        "{head}"
     );
     s
 }
@@ -563,13 +586,23 @@ fn big(i: usize) -> String {
 // as a slow consumer) and its connection closed; what it got is bounded.
 #[tokio::test]
 async fn a_reader_that_stalls_is_cut_off_as_slow() {
+    stalled_reader_is_cut_off(false).await;
+}
+
+// The same for a stream served by hyper (the second request of a connection).
+#[tokio::test]
+async fn a_reader_that_stalls_on_a_reused_connection_is_cut_off_as_slow() {
+    stalled_reader_is_cut_off(true).await;
+}
+
+async fn stalled_reader_is_cut_off(keepalive: bool) {
     let server = TestServer::with(|c| {
         c.queue_max_bytes = 256 * 1024;
         c.max_message_size = 64 * 1024;
         c.max_publish_size = 128 * 1024;
     })
     .await;
-    let mut s = stalled(server.addr, "/sse?channels=burst").await;
+    let mut s = stalled(server.addr, "/sse?channels=burst", keepalive).await;
     let mut published = 0;
     while metric(server.addr, "wspush_disconnected_slow_total").await < 1.0 {
         assert!(
@@ -588,17 +621,27 @@ async fn a_reader_that_stalls_is_cut_off_as_slow() {
     assert_eq!(clients["clients"], json!([]), "{clients}");
 }
 
-// issue #15 item 1: a kicked client that does not read (hyper no longer polls its body)
-// still loses its connection and its slot under the per-IP limit.
+// issue #15 item 1: a kicked client that does not read loses its connection and its slot
+// under the per-IP limit: on its own socket, and served by hyper (which no longer polls
+// the body of a client that does not read: `sse::Watch` drops the connection).
 #[tokio::test]
 async fn a_kicked_client_that_does_not_read_loses_its_connection() {
+    kicked_non_reader(false).await;
+}
+
+#[tokio::test]
+async fn a_kicked_client_that_does_not_read_on_a_reused_connection_loses_it() {
+    kicked_non_reader(true).await;
+}
+
+async fn kicked_non_reader(keepalive: bool) {
     let server = TestServer::with(|c| {
         c.max_connections_per_ip = 1;
         c.queue_max_bytes = 64 * 1024 * 1024;
         c.max_publish_size = 128 * 1024;
     })
     .await;
-    let mut s = stalled(server.addr, "/sse?channels=burst").await;
+    let mut s = stalled(server.addr, "/sse?channels=burst", keepalive).await;
     for i in 0..120 {
         publish(&server, "burst", &big(i)).await;
     }

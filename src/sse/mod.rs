@@ -3,6 +3,7 @@
 //! goes through the HTTP API); the same tokens, access policy, limits, outbox bound and
 //! resume-from-history guarantee as a JSON-mode WebSocket client.
 
+pub mod direct;
 mod feed;
 pub mod format;
 pub mod resume;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -24,8 +25,8 @@ use crate::auth::{AuthError, Grant};
 use crate::broker::{Position, Since, SubscribeError};
 use crate::error::ApiError;
 use crate::hub::Client;
-use crate::limits::Refused;
-use crate::model::Format;
+use crate::limits::{Permit, Refused};
+use crate::model::{ClientId, Format};
 use crate::state::AppState;
 use crate::ws::{handshake_channels, origin_allowed};
 pub use feed::{Feed, Watch};
@@ -88,17 +89,27 @@ fn verify(app: &AppState, token: Option<&str>) -> Result<Option<Arc<Grant>>, Api
         })
 }
 
-/// Checks the request as `/ws` checks a handshake (channels, origin, token, access,
-/// connection limits), registers the client, subscribes it (resuming or resetting each
-/// channel) and answers with its stream.
-async fn open(
-    app: AppState,
+/// A request that passed every check, holding its connection slot.
+pub(crate) struct Admitted {
+    format: &'static Format,
+    channels: Vec<String>,
+    plan: Resume,
+    grant: Option<Arc<Grant>>,
+    permit: Permit,
+    /// The allowed `Origin`, echoed for CORS.
+    origin: Option<HeaderValue>,
+}
+
+/// Checks a request as `/ws` checks a handshake: channels, resume, origin, token,
+/// access, then a connection slot.
+pub(crate) fn admit(
+    app: &AppState,
     format: &'static Format,
     peer: SocketAddr,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let headers = req.headers();
-    let params = Query::<Params>::try_from_uri(req.uri())
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Admitted, ApiError> {
+    let params = Query::<Params>::try_from_uri(uri)
         .map_err(|e| ApiError::BadRequest(e.body_text()))?
         .0;
     let channels = handshake_channels(
@@ -120,7 +131,7 @@ async fn open(
         stats.rejected_connections.fetch_add(1, Relaxed);
         return Err(ApiError::Denied(why));
     }
-    let grant = verify(&app, params.token.as_deref())?;
+    let grant = verify(app, params.token.as_deref())?;
     for channel in &channels {
         access::check(
             app.hub.namespaces(),
@@ -137,41 +148,87 @@ async fn open(
             Refused::PerIp => ApiError::TooManyFromIp,
         }
     })?;
-    let origin = headers.get(header::ORIGIN).cloned();
-    let watch = req.extensions().get::<Arc<Watch>>().cloned();
+    Ok(Admitted {
+        format,
+        channels: channels.into_iter().map(str::to_string).collect(),
+        plan,
+        grant,
+        permit,
+        origin: headers.get(header::ORIGIN).cloned(),
+    })
+}
 
-    let client = app.hub.register(format, peer, grant);
-    for channel in channels {
-        let since = plan.since.get(channel).cloned();
-        if let Err(e) = subscribe(&app, &client, channel, since, plan.reconnect).await {
-            app.hub.disconnect(&client).await;
-            return Err(ApiError::BrokerUnavailable(e.to_string()));
+impl Admitted {
+    /// The response headers of the stream (after the status line).
+    pub(crate) fn headers(&self, client: ClientId) -> Vec<(HeaderName, HeaderValue)> {
+        let content_type = if self.format.slot == SSE.slot {
+            "text/event-stream; charset=utf-8"
+        } else {
+            "application/x-ndjson"
+        };
+        let mut h = vec![
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            // Proxies that buffer responses (nginx) must pass this one through as it comes.
+            (
+                HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+            // One stream per connection: once it ends the connection closes with it.
+            (header::CONNECTION, HeaderValue::from_static("close")),
+            (
+                HeaderName::from_static("x-wspush-client"),
+                HeaderValue::from_str(&client.to_string()).expect("id is a header value"),
+            ),
+        ];
+        if let Some(origin) = &self.origin {
+            // The origin passed the same rule as a WebSocket handshake: let the page read.
+            h.push((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()));
+            h.push((header::VARY, HeaderValue::from_static("origin")));
         }
+        h
     }
-    let id = client.id;
-    let feed = Feed::new(app, client, watch, permit);
+
+    /// Registers the client (nothing is written to it before its session starts).
+    pub(crate) fn register(&self, app: &AppState, peer: SocketAddr) -> Arc<Client> {
+        app.hub.register(self.format, peer, self.grant.clone())
+    }
+
+    /// Subscribes the client to its channels, resuming or resetting each; on a broker
+    /// failure the client is forgotten again.
+    pub(crate) async fn subscribe_all(
+        &self,
+        app: &AppState,
+        client: &Arc<Client>,
+    ) -> Result<(), ApiError> {
+        for channel in &self.channels {
+            let since = self.plan.since.get(channel).cloned();
+            if let Err(e) = subscribe(app, client, channel, since, self.plan.reconnect).await {
+                app.hub.disconnect(client).await;
+                return Err(ApiError::BrokerUnavailable(e.to_string()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks the request, registers the client, subscribes it and answers with its stream
+/// served by hyper (TLS connections, and streams asked for on a reused keep-alive
+/// connection; a fresh plain connection is taken off hyper, see `direct`).
+async fn open(
+    app: AppState,
+    format: &'static Format,
+    peer: SocketAddr,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let admitted = admit(&app, format, peer, req.headers(), req.uri())?;
+    let client = admitted.register(&app, peer);
+    admitted.subscribe_all(&app, &client).await?;
+    let headers = admitted.headers(client.id);
+    let watch = req.extensions().get::<Arc<Watch>>().cloned();
+    let feed = Feed::new(app, client, watch, admitted.permit);
     let mut resp = (StatusCode::OK, Body::from_stream(feed)).into_response();
-    let h = resp.headers_mut();
-    let content_type = if format.slot == SSE.slot {
-        "text/event-stream; charset=utf-8"
-    } else {
-        "application/x-ndjson"
-    };
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // Proxies that buffer responses (nginx) must pass this one through as it comes.
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    // One stream per connection: once it ends the connection closes with it.
-    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    h.insert(
-        "x-wspush-client",
-        HeaderValue::from_str(&id.to_string()).expect("id is a header value"),
-    );
-    if let Some(origin) = origin {
-        // The origin passed the same rule as a WebSocket handshake: let the page read.
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        h.insert(header::VARY, HeaderValue::from_static("origin"));
-    }
+    resp.headers_mut().extend(headers);
     Ok(resp)
 }
 
