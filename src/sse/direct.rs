@@ -142,10 +142,12 @@ async fn start(app: &AppState, admitted: Admitted, mut stream: TcpStream, peer: 
     }
     head.push_str("\r\n");
     let written = tokio::time::timeout(CLOSE_WAIT, stream.write_all(head.as_bytes())).await;
-    if !matches!(written, Ok(Ok(()))) || admitted.subscribe_all(app, &client).await.is_err() {
-        // Gone already, or the broker failed after the head: the stream just ends.
+    if !matches!(written, Ok(Ok(()))) {
         app.hub.disconnect(&client).await;
         return;
+    }
+    if admitted.subscribe_all(app, &client).await.is_err() {
+        return; // the broker failed after the head (the client is forgotten): it ends
     }
     let session = Session {
         stream: Arc::new(stream),
