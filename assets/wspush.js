@@ -13,6 +13,12 @@
  * every message of a channel once and in order across reconnects. When the server's
  * history no longer reaches back that far, `onReset` tells the application to reload.
  *
+ * When the WebSocket cannot open (a proxy refuses the upgrade), the connection falls
+ * back to Server-Sent Events (`/sse`) by itself: the same `subscribe`, `on('state')`
+ * and resume guarantee; `connection.transport` says which one is in use. Over SSE the
+ * connection only receives: `publish`, `presence` and `history` reject with code
+ * `unsupported` (publish through your backend and the HTTP API).
+ *
  * A classic script without dependencies: it defines `globalThis.wspush`. The server
  * also serves it as an ES module at /wspush.mjs (`import { connect } from "/wspush.mjs"`).
  */
@@ -79,6 +85,26 @@
     }
   }
 
+  /** The `/sse` URL next to a `/ws` URL (`ws:` -> `http:`, last path segment `sse`). */
+  function sseUrl(wsUrl) {
+    const u = new URL(wsUrl);
+    u.protocol = u.protocol === "wss:" ? "https:" : "http:";
+    u.pathname = u.pathname.replace(/[^/]*$/, "sse");
+    u.searchParams.delete("channels");
+    u.searchParams.delete("protocol");
+    return u;
+  }
+
+  /** Splits an SSE event id `<epoch>:<offset>:<channel>`; null if it is not one. */
+  function parseEventId(id) {
+    const a = id.indexOf(":");
+    const b = a < 0 ? -1 : id.indexOf(":", a + 1);
+    if (b < 0) return null;
+    const offset = Number(id.slice(a + 1, b));
+    if (!Number.isSafeInteger(offset)) return null;
+    return { epoch: id.slice(0, a), offset, channel: id.slice(b + 1) };
+  }
+
   /**
    * One channel subscription, returned by `Connection#subscribe`.
    */
@@ -139,6 +165,14 @@
       this._minDelay = opts.minDelay != null ? opts.minDelay : 500;
       this._maxDelay = Math.max(this._minDelay, opts.maxDelay != null ? opts.maxDelay : 30000);
       this._pingInterval = opts.pingInterval != null ? opts.pingInterval : 25000;
+      this._EventSource = opts.EventSource || root.EventSource;
+      this._fallback = opts.fallback !== false && typeof this._EventSource === "function";
+      this._sseUrl = opts.sseUrl ? new URL(buildUrl(opts.sseUrl, opts.token).replace(/^ws/, "http")) : sseUrl(this._url);
+      /** `websocket`, or `sse` after a fallback. @type {string} */
+      this.transport = "websocket";
+      this._es = null; // the EventSource while on SSE
+      this._lastId = ""; // the last SSE event id seen (events without one repeat it)
+      this._reopen = null; // a pending SSE reopen (the channel set changed)
 
       /** `connecting`, `open`, `reconnecting` or `closed`. @type {string} */
       this.state = "connecting";
@@ -217,7 +251,10 @@
       }
       const sub = new Subscription(this, channel, onMessage, options || {});
       this._subs.set(channel, sub);
-      if (this.state === "open") this._sendSubscribe(sub);
+      if (this.state === "open") {
+        if (this.transport === "sse") this._reopenSse();
+        else this._sendSubscribe(sub);
+      }
       return sub;
     }
 
@@ -275,6 +312,7 @@
           // already closing
         }
       }
+      clearTimeout(this._reopen);
       for (const cmd of this._queue.concat(Array.from(this._inflight.values()))) cmd.reject(err());
       this._queue = [];
       this._inflight.clear();
@@ -287,6 +325,11 @@
     // ----- connection lifecycle ---------------------------------------------------
 
     _open() {
+      if (this.transport === "sse") {
+        this._openSse();
+        return;
+      }
+      let opened = false;
       let sock;
       try {
         sock = new this._WebSocket(this._url, SUBPROTOCOL);
@@ -296,12 +339,17 @@
         return;
       }
       this._ws = sock;
-      sock.onopen = () => this._opened();
+      sock.onopen = () => {
+        opened = true;
+        this._opened();
+      };
       sock.onmessage = (ev) => this._receive(ev.data);
       sock.onerror = noop; // a close event follows
       sock.onclose = (ev) => {
         if (this._ws !== sock) return;
         this._detach();
+        // Never opened (a proxy refusing the upgrade, say): try SSE next.
+        if (!opened && this._fallback) this.transport = "sse";
         this._lost(ev.code, ev.reason);
       };
     }
@@ -343,6 +391,10 @@
     _detach() {
       clearInterval(this._heartbeat);
       this._heartbeat = null;
+      if (this._es) {
+        this._es.close();
+        this._es = null;
+      }
       const sock = this._ws;
       this._ws = null;
       if (sock) {
@@ -375,7 +427,7 @@
     _reconnectNow() {
       clearTimeout(this._timer);
       this._timer = null;
-      if (this.state === "closed" || this._ws) return;
+      if (this.state === "closed" || this._ws || this._es) return;
       this._open();
     }
 
@@ -403,6 +455,9 @@
         checkChannel(fields.channel);
         if (fields.op === "publish" && fields.data === undefined) {
           throw new WspushError("bad_request", "publish needs data (any JSON value)");
+        }
+        if (this.transport === "sse") {
+          throw new WspushError("unsupported", fields.op + " needs the WebSocket; this connection fell back to SSE");
         }
         const cmd = { fields, retry, internal: false, resolve, reject };
         if (this.state === "open") this._transmit(cmd);
@@ -546,6 +601,10 @@
     _unsubscribe(sub) {
       if (this._subs.get(sub.channel) === sub) this._subs.delete(sub.channel);
       if (this.state !== "open") return Promise.resolve();
+      if (this.transport === "sse") {
+        this._reopenSse();
+        return Promise.resolve();
+      }
       const channel = sub.channel;
       const ws = this._ws;
       this._leaving.set(channel, (this._leaving.get(channel) || 0) + 1);
@@ -565,6 +624,104 @@
     }
   }
 
+  Object.assign(Connection.prototype, {
+    // ----- the SSE fallback ---------------------------------------------------------
+
+    /** Opens an event stream of every subscription, resuming each from its position. */
+    _openSse() {
+      const url = new URL(this._sseUrl);
+      const channels = [];
+      const since = [];
+      for (const sub of this._subs.values()) {
+        channels.push(sub.channel);
+        sub.state = "pending";
+        if (sub.offset != null && sub.epoch != null) since.push(sub.epoch + ":" + sub.offset + ":" + sub.channel);
+      }
+      if (channels.length) url.searchParams.set("channels", channels.join(","));
+      if (since.length) url.searchParams.set("since", since.join(","));
+      let opened = false;
+      let es;
+      try {
+        es = new this._EventSource(url.toString());
+      } catch (err) {
+        this._emit("error", err);
+        this.transport = "websocket";
+        this._lost(0, String(err && err.message));
+        return;
+      }
+      this._es = es;
+      this._lastId = "";
+      es.onopen = () => {
+        opened = true;
+        this._attempt = 0;
+        const queued = this._queue;
+        this._queue = [];
+        const err = new WspushError("unsupported", "this connection fell back to SSE, which only receives");
+        for (const cmd of queued) cmd.reject(err);
+        if (this.state !== "open") this._setState("open");
+      };
+      const on = (type, fn) =>
+        es.addEventListener(type, (ev) => {
+          if (this._es === es) fn(ev);
+        });
+      on("subscribed", (ev) => this._sseStart(ev, false));
+      on("reset", (ev) => this._sseStart(ev, true));
+      on("message", (ev) => this._sseMessage(ev));
+      on("join", (ev) => this._presenceEvent(JSON.parse(ev.data)));
+      on("leave", (ev) => this._presenceEvent(JSON.parse(ev.data)));
+      // The browser would reconnect with only the last event's id; we reconnect with
+      // every channel's position instead (and with backoff).
+      es.onerror = () => {
+        if (this._es !== es) return;
+        this._detach();
+        if (!opened) this.transport = "websocket"; // neither works yet: alternate
+        this._lost(0, "the event stream failed");
+      };
+    },
+
+    /** The channel set changed: a new stream soon (each channel resumes where it was). */
+    _reopenSse() {
+      if (this._reopen) return;
+      this._reopen = setTimeout(() => {
+        this._reopen = null;
+        if (this.state === "closed" || !this._es) return;
+        this._detach();
+        this._openSse();
+      });
+    },
+
+    _sseStart(ev, reset) {
+      this._lastId = ev.lastEventId;
+      const d = JSON.parse(ev.data);
+      const sub = this._subs.get(d.channel);
+      if (!sub || sub.state === "closed") return;
+      const recovering = !reset && sub.offset != null;
+      if (reset) safely(sub._options.onReset, { channel: d.channel, offset: d.offset });
+      if (!recovering) sub.offset = d.offset;
+      sub.epoch = d.epoch;
+      sub.state = "active";
+      sub._settle.resolve({ offset: d.offset, epoch: d.epoch });
+      safely(sub._options.onSubscribed, { channel: d.channel, offset: d.offset, epoch: d.epoch, recovered: recovering });
+    },
+
+    _sseMessage(ev) {
+      let data;
+      try {
+        data = JSON.parse(ev.data);
+      } catch (err) {
+        data = ev.data; // text that is not JSON
+      }
+      // An event without an id (a broadcast, a direct send) repeats the last one.
+      const id = ev.lastEventId !== this._lastId ? parseEventId(ev.lastEventId) : null;
+      this._lastId = ev.lastEventId;
+      if (!id) {
+        this._emit("message", data, {});
+        return;
+      }
+      this._push({ channel: id.channel, offset: id.offset, data });
+    },
+  });
+
   /**
    * Connects to a wspush server in JSON mode.
    * @param {string} url e.g. `ws://host:8083/ws` (or a path like `/ws`, relative to the page)
@@ -577,6 +734,10 @@
    * @param {number} [options.maxDelay=30000] ms
    * @param {number} [options.pingInterval=25000] ms between liveness pings; a ping
    *   unanswered for that long drops the connection (0: off)
+   * @param {boolean} [options.fallback=true] fall back to Server-Sent Events when the
+   *   WebSocket cannot open (needs `EventSource`)
+   * @param {string} [options.sseUrl] the event stream's URL (default: `/sse` beside `url`)
+   * @param {Function} [options.EventSource] the EventSource constructor (default: the global one)
    * @returns {Connection}
    */
   function connect(url, options) {

@@ -19,7 +19,8 @@
 //! - [`metrics`], [`console`], [`refusal`] (refusals logged with their fix, rate-limited),
 //!   [`upstream`] (incl. `exec:` processes), [`state`] (`AppState`, what fronts share).
 //! - Fronts: [`ws`] (the WebSocket session and upgrade path, the `Front` trait, raw and
-//!   JSON mode) and [`pusher`] (Pusher protocol 7, its signed HTTP API, webhooks).
+//!   JSON mode), [`pusher`] (Pusher protocol 7, its signed HTTP API, webhooks) and
+//!   [`sse`] (Server-Sent Events and NDJSON streaming, receive-only, with resume).
 //! - [`http`]: the native HTTP surface (`router`), merged with the fronts' routes.
 //! - [`setup`]: `build(config)` validates the configuration and builds, once, what the
 //!   server runs with (token verifier, Pusher apps, TLS acceptor, proxies, namespaces).
@@ -53,6 +54,7 @@ pub mod server;
 pub mod setup;
 mod shard;
 pub mod shutdown;
+pub mod sse;
 pub mod state;
 pub mod tls;
 pub mod upstream;

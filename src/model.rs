@@ -98,7 +98,7 @@ impl Disconnect {
 }
 
 /// How many wire formats a message can hold frames for.
-pub const FORMATS: usize = 4;
+pub const FORMATS: usize = 5;
 
 /// A wire format as the hub sees it: where its frame is cached in a `Message`, how it is
 /// encoded (once per message), and what its clients take part in. Each front defines
@@ -261,6 +261,8 @@ pub struct Message {
     pub offset: u64,
     /// The data.
     pub payload: Payload,
+    /// The epoch its offset belongs to (`None` for direct sends, which have no offsets).
+    pub epoch: Option<Arc<str>>,
     frames: [OnceLock<Bytes>; FORMATS],
 }
 
@@ -271,8 +273,16 @@ impl Message {
             channel,
             offset,
             payload,
+            epoch: None,
             frames: Default::default(),
         }
+    }
+
+    /// The same message, its offset belonging to `epoch` (brokers set it, so a format
+    /// whose frames name the position, SSE, can say which life of the channel it is).
+    pub fn in_epoch(mut self, epoch: Arc<str>) -> Self {
+        self.epoch = Some(epoch);
+        self
     }
 
     /// The frame of `format`, encoded on first use and shared after.

@@ -24,6 +24,8 @@ use crate::pusher::format::PUSHER;
 use crate::pusher::PusherFront;
 use crate::setup::Runtime;
 use crate::shutdown::Shutdown;
+use crate::sse::format::{NDJSON, SSE};
+use crate::sse::{self, Watch};
 use crate::state::{AppState, Shared};
 use crate::upstream::Upstream;
 use crate::ws::formats::{JSON, RAW};
@@ -120,13 +122,15 @@ pub async fn run(
         refusals: Arc::default(),
     });
     // Every front's format is named in the metrics from the start.
-    for format in [&RAW, &JSON, &PUSHER] {
+    for format in [&RAW, &JSON, &PUSHER, &SSE, &NDJSON] {
         registry.stats.serve_format(format);
     }
     let fronts = crate::pusher::router(PusherFront {
         app: state.clone(),
         pusher: pusher.clone(),
-    });
+    })
+    .merge(crate::sse::router(state.clone()));
+    let app = state.clone();
     let router = http::router(state, fronts);
 
     // One flusher task per runtime worker: fan-out writes spread over the cores.
@@ -171,11 +175,16 @@ pub async fn run(
         // Every request knows where it comes from: `ConnectInfo` is the client (behind a
         // trusted proxy, the address it forwards for), `Remote` has the details.
         let proxies = proxies.clone();
+        let direct = (app.clone(), proxies.clone());
+        // The connection's streaming client (SSE), watched beside the connection.
+        let watch = Arc::new(Watch::default());
+        let watched = watch.clone();
         let service = router.clone().map_request(
             move |mut req: axum::extract::Request<hyper::body::Incoming>| {
                 let remote = proxies.remote(peer, req.headers());
                 req.extensions_mut().insert(ConnectInfo(remote.addr));
                 req.extensions_mut().insert(remote);
+                req.extensions_mut().insert(watched.clone());
                 req
             },
         );
@@ -185,10 +194,20 @@ pub async fn run(
         stop.tracker.spawn(async move {
             let service = TowerToHyperService::new(service);
             match tls {
-                None => serve_http(stream, service, handshake, token, peer).await,
+                None => {
+                    // A stream asked for first thing is served on the socket itself.
+                    let (app, proxies) = direct;
+                    let pass = sse::direct::serve_or_pass(&app, &proxies, stream, peer, handshake);
+                    if let Some(stream) = pass.await {
+                        drop((app, proxies));
+                        serve_http(stream, service, handshake, token, watch, peer).await
+                    }
+                }
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_http(stream, service, handshake, token, peer).await,
+                        Ok(Ok(stream)) => {
+                            serve_http(stream, service, handshake, token, watch, peer).await
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -231,6 +250,7 @@ async fn serve_http<I, S>(
     service: S,
     handshake: Duration,
     token: tokio_util::sync::CancellationToken,
+    watch: Arc<Watch>,
     peer: std::net::SocketAddr,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -257,8 +277,17 @@ async fn serve_http<I, S>(
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
         }
+        // Its stream was asked to close (kicked, slow, timed out): the body ends it,
+        // unless hyper, backed up by a client that does not read, no longer polls the
+        // body; then the connection is dropped after a short while.
+        _ = watch.closing() => {
+            let _ = tokio::time::timeout(STREAM_CLOSE_WAIT, conn).await;
+        }
     }
 }
+
+/// How long a streaming connection asked to close has to end by itself.
+const STREAM_CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// A random, non-zero node id for this process (the high half of its client ids).
 fn node_id() -> u32 {

@@ -8,7 +8,8 @@
 //! adapter: `--url` says where subscribers connect, `--publish-url` and
 //! `--publish-format` how to publish.
 //!
-//! - [`idle`]: N subscribed connections held open: connect rate, server RSS per connection.
+//! - [`idle`]: N subscribed connections held open (WebSocket, or SSE streams with `--sse`):
+//!   connect rate, server RSS per connection.
 //! - [`fanout`]: N subscribers, one channel, publishes at a rate or as fast as it goes:
 //!   loss, order, deliveries/s, latency, deliveries per server CPU-second.
 //! - [`echo`]: C clients doing sequential round trips: round trips/s, latency, per CPU-s.
@@ -17,6 +18,7 @@ pub mod echo;
 pub mod fanout;
 mod http;
 pub mod idle;
+mod sse;
 mod stats;
 mod sys;
 mod wire;

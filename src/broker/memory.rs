@@ -47,8 +47,8 @@ pub struct Memory {
 struct Chan {
     name: Arc<str>,
     offset: u64,
-    /// Which life of the channel this is (see `Memory::lives`).
-    life: u64,
+    /// The epoch of this life of the channel (see `Memory::lives`), made once.
+    epoch: Arc<str>,
     history: VecDeque<(Instant, Arc<Message>)>,
 }
 
@@ -123,7 +123,7 @@ impl Memory {
         Chan {
             name: Arc::from(channel),
             offset: 0,
-            life: self.lives.fetch_add(1, Relaxed),
+            epoch: life_epoch(&self.epoch, self.lives.fetch_add(1, Relaxed)),
             history: VecDeque::new(),
         }
     }
@@ -131,7 +131,7 @@ impl Memory {
     fn position(&self, chan: &Chan) -> Position {
         Position {
             offset: chan.offset,
-            epoch: life_epoch(&self.epoch, chan.life),
+            epoch: chan.epoch.clone(),
         }
     }
 
@@ -177,7 +177,8 @@ impl Broker for Memory {
         let mut shard = self.channels.shard(fnv(channel)).lock();
         let chan = self.live_chan(&mut shard, channel);
         chan.offset += 1;
-        let msg = Message::new(chan.name.clone(), chan.offset, payload);
+        let msg =
+            Message::new(chan.name.clone(), chan.offset, payload).in_epoch(chan.epoch.clone());
         // Delivering under the channel's lock keeps deliveries in offset order.
         let heard = self.sink.deliver(&msg);
         if ns.keeps_history() {
@@ -251,7 +252,7 @@ impl Broker for Memory {
             let unknown = Chan {
                 name: Arc::from(""),
                 offset: 0,
-                life: self.lives.load(Relaxed),
+                epoch: life_epoch(&self.epoch, self.lives.load(Relaxed)),
                 history: VecDeque::new(),
             };
             return Box::pin(future::ready(self.page(&unknown, since, limit)));

@@ -6,6 +6,7 @@
 
 pub mod apps;
 pub mod reference;
+mod rules;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::broker::{RedisMode, RedisOptions};
 use crate::namespace::Namespace;
+pub use rules::{valid_origin_rule, valid_ws_path};
 pub use upstream::Spec;
 
 /// Why a configuration is rejected (exit code 64).
@@ -531,60 +533,6 @@ impl Config {
     pub fn body_timeout(&self) -> Duration {
         Duration::from_secs(self.body_timeout)
     }
-}
-
-/// True when `rule` is an `allowed_origins` entry: `*`, `null`, or
-/// `SCHEME://HOST[:PORT]` (no path), where HOST may start with `*.` and PORT may be `*`.
-pub fn valid_origin_rule(rule: &str) -> bool {
-    let rule = rule.trim().trim_end_matches('/');
-    if rule == "*" || rule.eq_ignore_ascii_case("null") {
-        return true;
-    }
-    let Some((scheme, rest)) = rule.split_once("://") else {
-        return false;
-    };
-    let host = match rest.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || rest.starts_with('[') => {
-            if port != "*" && port.parse::<u16>().is_err() {
-                return false;
-            }
-            host
-        }
-        _ => rest,
-    };
-    let host = host.strip_prefix("*.").unwrap_or(host);
-    !scheme.is_empty()
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-        && !host.is_empty()
-        && !host.contains(['/', '*', ' ', '?', '#', '@'])
-}
-
-/// Why `path` cannot be an extra raw-mode path (`ws_paths`): it must start with `/`,
-/// hold only URL path characters, and not be a path the server already serves.
-pub fn valid_ws_path(path: &str) -> Result<(), &'static str> {
-    const TAKEN: [&str; 6] = [
-        "/",
-        "/ws",
-        "/healthz",
-        "/metrics",
-        "/wspush.js",
-        "/wspush.mjs",
-    ];
-    if !path.starts_with('/') || path.len() > 256 {
-        return Err("must start with / (at most 256 characters)");
-    }
-    if !path
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/-._~!$&'()+,;=:@".contains(&b))
-    {
-        return Err("only letters, digits and -._~!$&'()+,;=:@/ may appear in it");
-    }
-    if TAKEN.contains(&path) || path.starts_with("/api/") || path.starts_with("/app/") {
-        return Err("the server serves that path already");
-    }
-    Ok(())
 }
 
 impl Default for Config {

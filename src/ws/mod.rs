@@ -2,6 +2,7 @@
 //! connection (generic over its `Front`), the one upgrade path every WebSocket front uses,
 //! and raw and JSON mode at `GET /ws`.
 
+mod admit;
 pub mod close;
 pub(crate) mod commands;
 pub mod formats;
@@ -16,10 +17,12 @@ use serde::Deserialize;
 
 pub use crate::frame;
 pub use crate::model::valid_channel;
+pub(crate) use admit::{admit, Admission};
 pub use close::{Close, CloseReason};
 pub use commands::{members_json, messages_json, PRESENCE_COST};
 pub use front::Front;
 pub use session::Session;
+pub(crate) use upgrade::handshake_channels;
 pub use upgrade::{accept_key, origin_listed, start_session, switching_protocols, upgrade};
 
 /// The JSON-mode subprotocol.

@@ -3,7 +3,6 @@
 //! through a socket pair); and `GET /ws`, which picks raw or JSON mode.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Query, Request, State};
@@ -14,21 +13,20 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::server::TlsStream;
 
+use super::admit::{admit, Admission};
 use super::formats::{JSON, RAW};
 use super::front::Front;
 use super::session::{self, Session};
 use super::{json, raw, valid_channel, WsParams, SUBPROTOCOL};
-use crate::access::{self, Action, Asker};
-use crate::auth::AuthError;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::hub::Client;
-use crate::limits::{Permit, Refused};
+use crate::limits::Permit;
 use crate::state::AppState;
 
 /// The channels of a handshake's `?channels=`: trimmed, each valid, duplicates dropped
 /// (first occurrence kept), at most `max` of them (0 = no limit).
-fn handshake_channels(list: &str, max: usize) -> Result<Vec<&str>, ApiError> {
+pub(crate) fn handshake_channels(list: &str, max: usize) -> Result<Vec<&str>, ApiError> {
     let mut seen = std::collections::HashSet::new();
     let mut channels = Vec::new();
     for channel in list.split(',').map(str::trim).filter(|c| !c.is_empty()) {
@@ -135,7 +133,7 @@ pub fn switching_protocols(accept: &str) -> Response {
 /// `rebind.example`, whose name now resolves to 127.0.0.1, is same-origin with a Host of
 /// `rebind.example`). No Origin header (non-browser) passes. A refusal says why and how
 /// to allow it (the log line and the JSON body).
-fn origin_allowed(headers: &HeaderMap, config: &Config) -> Result<(), String> {
+pub(crate) fn origin_allowed(headers: &HeaderMap, config: &Config) -> Result<(), String> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
@@ -215,7 +213,6 @@ pub async fn upgrade(
         params.channels.as_deref().unwrap_or(""),
         app.config.max_channels_per_connection,
     )?;
-    let stats = &app.hub.stats();
     // Every refusal from here on is logged with its fix (rate-limited), as its body says.
     let refuse = |key: &str, e: ApiError| {
         let kind = crate::refusal::Kind::WebSocket;
@@ -223,65 +220,14 @@ pub async fn upgrade(
         e
     };
     let by_peer = peer.ip().to_string();
-    if let Err(why) = origin_allowed(headers, &app.config) {
-        stats.rejected_connections.fetch_add(1, Relaxed);
-        let origin = headers
-            .get(header::ORIGIN)
-            .map(|o| o.to_str().unwrap_or("?"));
-        return Err(refuse(origin.unwrap_or(""), ApiError::Denied(why)));
-    }
-    let grant = match (&params.token, &app.verifier) {
-        (None, _) => None,
-        (Some(_), None) => {
-            let why = format!(
-                "refused WebSocket: {}; set --jwt-secret or --jwt-public-key, or connect \
-                 without ?token=",
-                AuthError::NotConfigured
-            );
-            return Err(refuse(&by_peer, ApiError::InvalidToken(why)));
-        }
-        (Some(token), Some(verifier)) => match verifier.verify(token) {
-            Ok(grant) => Some(Arc::new(grant)),
-            Err(e) => {
-                stats.auth_failures.fetch_add(1, Relaxed);
-                let why = format!(
-                    "refused WebSocket: invalid token ({e}); sign it with the server's \
-                     --jwt-secret (or --jwt-public-key) and give it a future exp"
-                );
-                return Err(refuse(&by_peer, ApiError::InvalidToken(why)));
-            }
-        },
-    };
-    for channel in &channels {
-        access::check(
-            app.hub.namespaces(),
-            Asker::Native(grant.as_deref()),
-            channel,
-            Action::Subscribe,
-        )
-        .map_err(|denied| {
-            let why = format!(
-                "refused WebSocket: {denied}; grant it in the token's `channels` claim or \
-                 the namespace's settings (docs/your-own-page.md)"
-            );
-            refuse(&by_peer, ApiError::Denied(why))
-        })?;
-    }
-    let permit = app.limits.admit(peer.ip()).map_err(|refused| {
-        stats.rejected_connections.fetch_add(1, Relaxed);
-        let config = &app.config;
-        refuse(
-            &by_peer,
-            match refused {
-                Refused::Total => ApiError::Unavailable(format!(
-                    "refused WebSocket: the server is full ({} connections, \
-                     max_connections); raise --max-connections",
-                    config.max_connections
-                )),
-                Refused::PerIp => ApiError::TooManyFromIp,
-            },
-        )
-    })?;
+    let Admission { grant, permit } = admit(
+        &app,
+        peer,
+        headers,
+        params.token.as_deref(),
+        &channels,
+        "WebSocket",
+    )?;
     let on_upgrade = req
         .extensions_mut()
         .remove::<OnUpgrade>()

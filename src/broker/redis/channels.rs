@@ -250,7 +250,8 @@ impl Inner {
         };
         ready(&position);
         for env in replay {
-            let msg = Message::new(Arc::from(channel), env.offset, env.payload.clone());
+            let msg = Message::new(Arc::from(channel), env.offset, env.payload.clone())
+                .in_epoch(env.epoch.clone());
             self.local.replay(client, &msg);
         }
         self.local.attach(client, channel);
@@ -381,7 +382,11 @@ impl Broker for Redis {
                 .into_iter()
                 .filter(|m| m.offset > since.offset)
                 .take(limit)
-                .map(|m| Arc::new(Message::new(Arc::from(channel), m.offset, m.payload)))
+                .map(|m| {
+                    Arc::new(
+                        Message::new(Arc::from(channel), m.offset, m.payload).in_epoch(m.epoch),
+                    )
+                })
                 .collect();
             Ok(History { messages, position })
         })

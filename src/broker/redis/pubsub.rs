@@ -227,7 +227,7 @@ impl Inner {
     }
 
     pub(super) fn deliver(&self, channel: &str, env: Envelope) {
-        let msg = Message::new(Arc::from(channel), env.offset, env.payload);
+        let msg = Message::new(Arc::from(channel), env.offset, env.payload).in_epoch(env.epoch);
         self.local.deliver(&msg);
     }
 
