@@ -734,7 +734,13 @@ async fn http_api_signatures_limits_and_queries() {
     };
     assert_eq!(
         get("/apps/1/channels", &[]).await,
-        (200, json!({"channels": {"c1": {}, "presence-p": {}}}))
+        // issue #14 item 2: the counts come without asking.
+        (
+            200,
+            json!({"channels": {
+            "c1": {"occupied": true, "subscription_count": 2},
+            "presence-p": {"occupied": true, "subscription_count": 2}}})
+        )
     );
     assert_eq!(
         get(
@@ -742,7 +748,10 @@ async fn http_api_signatures_limits_and_queries() {
             &[("filter_by_prefix", "presence-"), ("info", "user_count")]
         )
         .await,
-        (200, json!({"channels": {"presence-p": {"user_count": 1}}}))
+        (
+            200,
+            json!({"channels": {"presence-p": {"occupied": true, "subscription_count": 2, "user_count": 1}}})
+        )
     );
     assert_eq!(
         get("/apps/1/channels", &[("info", "user_count")]).await.0,
@@ -750,7 +759,7 @@ async fn http_api_signatures_limits_and_queries() {
     );
     assert_eq!(
         get("/apps/1/channels/c1", &[]).await,
-        (200, json!({"occupied": true}))
+        (200, json!({"occupied": true, "subscription_count": 2}))
     );
     assert_eq!(
         get("/apps/1/channels/empty", &[("info", "subscription_count")]).await,
@@ -1193,7 +1202,13 @@ async fn two_nodes_on_one_redis_share_members_counts_terminate_and_send_each_web
         );
         assert_eq!(
             api_get(server, "/apps/1/channels", &[]).await,
-            (200, json!({"channels": {"news": {}, "presence-r": {}}}))
+            // issue #14 item 2: the counts come without asking.
+            (
+                200,
+                json!({"channels": {
+                "news": {"occupied": true, "subscription_count": 1},
+                "presence-r": {"occupied": true, "subscription_count": 3}}})
+            )
         );
         assert_eq!(
             api_get(
@@ -1202,7 +1217,10 @@ async fn two_nodes_on_one_redis_share_members_counts_terminate_and_send_each_web
                 &[("filter_by_prefix", "presence-"), ("info", "user_count")]
             )
             .await,
-            (200, json!({"channels": {"presence-r": {"user_count": 2}}}))
+            (
+                200,
+                json!({"channels": {"presence-r": {"occupied": true, "subscription_count": 3, "user_count": 2}}})
+            )
         );
     }
     let (status, body) = trigger(

@@ -18,6 +18,7 @@ pub mod format;
 pub mod front;
 pub mod presence;
 pub mod protocol;
+pub mod user;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use crate::frame;
 use crate::hub::{ClientId, Event, Hub, Payload};
 pub use apps::{App, AppLimits, Apps, Tenant, Webhook};
 pub use front::{Conn, PusherFront};
+pub use user::UserId;
 
 /// The Pusher routes (their state: the front), merged into `http::router`.
 pub fn router(front: PusherFront) -> Router {
@@ -212,7 +214,7 @@ impl Pusher {
     }
 
     /// Distinct users in an app's presence channel, on every node, in join order.
-    pub async fn users(&self, tenant: &Tenant, channel: &str) -> Result<Vec<String>, BrokerError> {
+    pub async fn users(&self, tenant: &Tenant, channel: &str) -> Result<Vec<UserId>, BrokerError> {
         let members = self.cluster.room(&tenant.hub_channel(channel)).await?;
         Ok(presence::users(&members))
     }

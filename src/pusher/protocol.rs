@@ -41,9 +41,15 @@ pub struct ConnectParams {
 /// A `pusher:error` event (`code` null for errors that carry none; with a code, it is
 /// sent before a close frame with the same code, or names a refused client event).
 pub fn error_event(code: Option<u16>, message: &str) -> Bytes {
+    channel_error(None, code, message)
+}
+
+/// A `pusher:error` about `channel` (a refused client event): it names the channel, so
+/// a handler bound on the channel fires (issue #14 item 5).
+pub fn channel_error(channel: Option<&str>, code: Option<u16>, message: &str) -> Bytes {
     frame(
         "pusher:error",
-        None,
+        channel,
         json!({ "code": code, "message": message }),
     )
 }
@@ -282,7 +288,7 @@ pub async fn handle(
     match event {
         "pusher:ping" => reply(frame("pusher:pong", None, "{}".into())),
         "pusher:pong" => {}
-        "pusher:signin" => channels::signin(pusher, conn, client, event_data(msg.data)),
+        "pusher:signin" => channels::signin(pusher, conn, client, event_data(msg.data)).await,
         name if name.starts_with("client-") => {
             // Checked by the rules of a `Value` and made compact, without a tree.
             let payload = match msg.data.map(compact::compact).transpose() {
