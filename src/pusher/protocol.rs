@@ -307,7 +307,8 @@ pub async fn handle(
     None
 }
 
-/// After the session ended (and the hub forgot the client): leaves every channel.
+/// When the connection ends (the hub took the client out of its channels; the close
+/// frame is not sent yet): leaves every channel.
 pub async fn closed(front: &PusherFront, conn: Conn, client: &Arc<Client>) {
     conn.tenant.connections.fetch_sub(1, Relaxed);
     for channel in &conn.channels {
