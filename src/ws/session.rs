@@ -214,9 +214,7 @@ impl<T: Transport, F: Front> Session<T, F> {
                 Incoming::Close(code) => return Some(End::ClientClosed(code)),
             };
             let front = &self.front;
-            let Some(conn) = self.conn.as_mut() else {
-                return None;
-            };
+            let conn = self.conn.as_mut()?;
             if let Some(close) = Box::pin(front.message(conn, &self.client, payload)).await {
                 return Some(End::Close(close));
             }
