@@ -212,6 +212,17 @@ pub struct Config {
     #[arg(long, env = "WSPUSH_MAX_COMMAND_SIZE")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_command_size: Option<usize>,
+    /// Origins whose pages may read the HTTP answers (CORS; comma-separated, `*` = any;
+    /// empty: no CORS headers). `*` covers `/`, `/healthz`, the assets and the signed
+    /// Pusher API; the native API and `/metrics` (which trust loopback callers) answer
+    /// only origins listed by name. Preflights get 204.
+    #[arg(
+        long,
+        env = "WSPUSH_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Config {

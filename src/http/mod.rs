@@ -3,6 +3,7 @@
 //! only), whose bodies are read bounded in size and time.
 
 mod api;
+pub mod cors;
 
 use std::net::SocketAddr;
 
@@ -60,8 +61,12 @@ pub fn router(state: AppState, fronts: Router) -> Router {
         .route("/ws", get(crate::ws::upgrade))
         .nest("/api", api)
         .fallback(|| async { ApiError::NotFound("not found".into()) })
-        .with_state(state)
+        .with_state(state.clone())
         .merge(fronts)
+        .layer(middleware::from_fn_with_state(
+            std::sync::Arc::new(cors::Cors::new(&state.config.cors_allowed_origins)),
+            cors::layer,
+        ))
 }
 
 async fn index() -> impl IntoResponse {
