@@ -59,16 +59,16 @@ pub async fn run(
     let redis_urls = config.redis_urls();
     // One fan-out flusher lane per runtime worker thread.
     let lanes = tokio::runtime::Handle::current().metrics().num_workers();
+    let coalesce_ms = u32::try_from(config.write_coalesce_ms.as_millis()).unwrap_or(u32::MAX);
     // The broker, seen as the hub's core broker and as the Pusher front's cluster.
     type Brokers = (Arc<Registry>, Arc<dyn Broker>, Arc<dyn Cluster>);
     let (registry, broker, cluster): Brokers = if redis_urls.is_empty() {
-        let registry = Arc::new(Registry::new(limits).coalescing(config.write_coalesce_ms, lanes));
+        let registry = Arc::new(Registry::new(limits).coalescing(coalesce_ms, lanes));
         let memory = Arc::new(Memory::new(registry.clone(), namespaces.clone()));
         (registry, memory.clone(), memory)
     } else {
-        let registry = Arc::new(
-            Registry::for_node(limits, node_id()).coalescing(config.write_coalesce_ms, lanes),
-        );
+        let registry =
+            Arc::new(Registry::for_node(limits, node_id()).coalescing(coalesce_ms, lanes));
         let redis = Redis::connect(&redis_urls, registry.clone(), namespaces.clone())
             .await
             .map_err(|e| {
@@ -96,7 +96,7 @@ pub async fn run(
         apps,
         hub.clone(),
         cluster,
-        config.ping_interval,
+        whole_secs(config.ping_interval),
     ));
     let state = AppState::new(Shared {
         metrics: Arc::new(Metrics::new(registry.clone(), broker.clone())),
@@ -130,7 +130,10 @@ pub async fn run(
     let sweeper = {
         let hub = hub.clone();
         let broker = broker.clone();
-        let (interval, timeout) = (config.ping_interval, config.ping_timeout);
+        let (interval, timeout) = (
+            whole_secs(config.ping_interval),
+            whole_secs(config.ping_timeout),
+        );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -196,7 +199,7 @@ pub async fn run(
     flushers.iter().for_each(|f| f.abort());
     registry.flush_all();
     registry.close_all(Disconnect::ShuttingDown);
-    let grace = Duration::from_secs(config.shutdown_grace);
+    let grace = config.shutdown_grace.get();
     let deadline = tokio::time::Instant::now() + grace;
     if stop.drain(grace).await {
         tracing::info!("all connections closed");
@@ -262,4 +265,10 @@ fn node_id() -> u32 {
             .map_or(0, |d| d.as_nanos()),
     );
     (h.finish() as u32).max(1)
+}
+
+/// A duration option as the whole seconds the ping sweep and Pusher's
+/// `activity_timeout` count in (rounded up, at most `u32::MAX`).
+fn whole_secs(d: crate::config::Secs) -> u32 {
+    u32::try_from(d.whole_secs()).unwrap_or(u32::MAX)
 }

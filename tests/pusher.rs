@@ -294,8 +294,8 @@ async fn connect_ping_pong_and_public_channels() {
 async fn idle_clients_get_pusher_ping_and_4201_without_pong() {
     let server = TestServer::with(|c| {
         apps(c);
-        c.ping_interval = 1;
-        c.ping_timeout = 1;
+        c.ping_interval = 1.into();
+        c.ping_timeout = 1.into();
     })
     .await;
     let mut a = Pusher::connect(&server, KEY).await;
@@ -565,7 +565,7 @@ async fn every_connection_error_code_is_an_error_event_then_a_close_frame() {
         quota.max_connections = 1;
         let mut strict = parse_flag("5:key-strict:s").unwrap();
         strict.user_authentication = true;
-        strict.user_authentication_timeout = 1;
+        strict.user_authentication_timeout = 1.into();
         c.apps.extend([quota, strict]);
     })
     .await;
@@ -927,7 +927,7 @@ async fn webhooks_are_signed_retried_and_cover_every_event() {
         app.webhooks = vec![Webhook {
             url,
             events: vec![],
-            batch_ms: 0,
+            batch_ms: 0.into(),
         }];
         c.apps = vec![app];
     })
@@ -1137,7 +1137,7 @@ async fn two_nodes_on_one_redis_share_members_counts_terminate_and_send_each_web
             app.webhooks = vec![Webhook {
                 url: hook_url,
                 events: vec![],
-                batch_ms: 0,
+                batch_ms: 0.into(),
             }];
             c.apps = vec![app];
             c.broker = url;

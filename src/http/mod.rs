@@ -214,7 +214,9 @@ pub(crate) async fn read_body(
         return Err(ApiError::TooLarge);
     }
     match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
-        Err(_) => Err(ApiError::BodyTimeout(timeout.as_secs())),
+        Err(_) => Err(ApiError::BodyTimeout(
+            timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0),
+        )),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<LengthLimitError>() => Err(ApiError::TooLarge),
         Ok(Err(e)) => Err(ApiError::BadRequest(format!(

@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::header;
@@ -142,7 +141,7 @@ fn welcome(front: &PusherFront, client: &Arc<Client>, conn: &Conn) {
     let app = &conn.tenant.app;
     if app.user_authentication {
         let client = client.clone();
-        let wait = Duration::from_secs(app.user_authentication_timeout);
+        let wait = app.user_authentication_timeout.get();
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
             if client.user().is_none() {

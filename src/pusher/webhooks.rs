@@ -161,7 +161,7 @@ fn collect(batches: &mut HashMap<(String, String), Batch>, Job { tenant, event }
             tenant: tenant.clone(),
             url: hook.url.clone(),
             events: Vec::new(),
-            due: Instant::now() + Duration::from_millis(hook.batch_ms),
+            due: Instant::now() + hook.batch_ms.get(),
         });
         batch.events.push(event.clone());
     }

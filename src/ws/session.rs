@@ -262,7 +262,7 @@ impl<T: Transport, F: Front> Session<T, F> {
                     // The client is not reading: what is queued is given up, not waited
                     // for, except the rest of a frame already partly written (issue #12).
                     self.client.give_up(&mut self.pending);
-                    Duration::from_secs(self.front.app().config.slow_close_grace)
+                    self.front.app().config.slow_close_grace.get()
                 } else {
                     // Flush what was queued before the close (e.g. the error replies).
                     self.client.drain(&mut self.pending);
