@@ -376,9 +376,10 @@ pub(super) async fn signin(
     let grant = Grant::for_user(Arc::from(key));
     hub.authenticate(client, Arc::new(grant));
     conn.user = Some(id.clone());
+    // Subscribed first: once the client reads the success, events for its user reach it.
+    to_user(pusher, conn, client, &id).await;
     let data = json!({ "user_data": user_data }).to_string();
     hub.push(client, frame("pusher:signin_success", None, data.into()));
-    to_user(pusher, conn, client, &id).await;
 }
 
 /// Subscribes a signed-in connection to `#server-to-user-{id}` itself (no reply), so
