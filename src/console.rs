@@ -3,16 +3,19 @@
 //! writer task). Every line is escaped and cut (`escape`): what a client sends is
 //! always exactly one console line, with no control characters.
 
+use std::collections::{HashSet, VecDeque};
 use std::fmt::{self, Write as _};
 use std::io::BufRead;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{ClientId, Hub, Kind, Payload, ALL};
+use crate::hub::{Client, ClientId, Hub, Kind, Payload, ALL};
 
 /// Lines the writer may lag behind before new ones are skipped (and counted).
 const OUTPUT_QUEUE: usize = 8192;
@@ -22,12 +25,42 @@ pub const OUTPUT_BYTES: usize = 1 << 20;
 /// Most bytes of a line shown (escapes included); the rest is cut, with a marker
 /// `… [+N bytes]` giving how many bytes of the original were not shown.
 pub const LINE_MAX: usize = 1024;
+/// Clients whose address and user the console remembers having shown; past it the
+/// oldest are forgotten (and shown again if they write again).
+pub const INTRODUCED_MAX: usize = 4096;
 
 /// Handle for printing lines on the console without ever blocking.
 #[derive(Clone)]
 pub struct Console {
     tx: Option<mpsc::Sender<String>>,
     backlog: Arc<Backlog>,
+    talk: Arc<Mutex<Talk>>,
+}
+
+/// Who the operator is talking to: the client shown last, the pinned reply target, and
+/// the clients already introduced (address and user shown once).
+#[derive(Default)]
+struct Talk {
+    last: Option<ClientId>,
+    pinned: Option<ClientId>,
+    introduced: HashSet<ClientId>,
+    order: VecDeque<ClientId>,
+}
+
+impl Talk {
+    /// True the first time `id` is seen (among the last [`INTRODUCED_MAX`]).
+    fn introduce(&mut self, id: ClientId) -> bool {
+        if !self.introduced.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > INTRODUCED_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.introduced.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 /// What waits for stdout, and what was skipped.
@@ -45,6 +78,7 @@ impl Console {
         Console {
             tx: None,
             backlog: Arc::default(),
+            talk: Arc::default(),
         }
     }
 
@@ -81,6 +115,7 @@ impl Console {
         Console {
             tx: Some(tx),
             backlog,
+            talk: Arc::default(),
         }
     }
 
@@ -95,13 +130,30 @@ impl Console {
     }
 
     /// Prints a message a client sent: `[c-N] text` (escaped and cut) or
-    /// `[c-N] <binary N bytes>`.
-    pub fn upstream(&self, client: ClientId, payload: &Payload) {
+    /// `[c-N] <binary N bytes>`, after `(c-N from ADDR, user U; ...)` the first time that
+    /// client writes. It becomes the client `> text` answers.
+    pub fn upstream(&self, client: &Client, payload: &Payload) {
         if self.tx.is_none() {
             return;
         }
+        let id = client.id;
+        let first = {
+            let mut talk = self.talk.lock();
+            talk.last = Some(id);
+            talk.introduce(id)
+        };
+        if first {
+            // Not a `[c-N]` line: those are what clients said.
+            let mut line = format!("({id} from {}", client.remote);
+            if let Some(user) = client.user() {
+                line.push_str(", user ");
+                escape(&mut line, &user, 128);
+            }
+            line.push_str("; > text answers the client shown last)");
+            self.enqueue(line);
+        }
         let mut line = String::with_capacity(payload.data.len().min(LINE_MAX) + 32);
-        let _ = write!(line, "[{client}] ");
+        let _ = write!(line, "[{id}] ");
         match payload.kind {
             Kind::Binary => {
                 let _ = write!(line, "<binary {} bytes>", payload.data.len());
@@ -109,6 +161,17 @@ impl Console {
             _ => escape(&mut line, &String::from_utf8_lossy(&payload.data), LINE_MAX),
         }
         self.enqueue(line);
+    }
+
+    /// Who `> text` answers: the pinned client, or else the client shown last.
+    pub fn reply_target(&self) -> Option<ClientId> {
+        let talk = self.talk.lock();
+        talk.pinned.or(talk.last)
+    }
+
+    /// Pins the reply target (`None`: back to the client shown last).
+    pub fn pin(&self, id: Option<ClientId>) {
+        self.talk.lock().pinned = id;
     }
 
     /// Queues a line unless that would pass `OUTPUT_BYTES` or `OUTPUT_QUEUE`; a line
@@ -212,6 +275,10 @@ pub enum Command {
     Channel(String, String),
     /// `@client text`.
     Client(String, String),
+    /// `> text`: to the pinned client, or else the one whose message was shown last.
+    Reply(String),
+    /// `/reply c-N` pins the reply target; `/reply` alone unpins it.
+    Pin(Option<String>),
     /// `/clients`.
     Clients,
     /// `/channels`.
@@ -248,6 +315,19 @@ pub fn parse(line: &str) -> Command {
             .map(|(c, t)| Command::Client(c, t))
             .unwrap_or_else(|| Command::Invalid("usage: @client-id text".into()));
     }
+    if let Some(rest) = line.strip_prefix('>') {
+        let text = rest.strip_prefix(' ').unwrap_or(rest);
+        if text.is_empty() {
+            return Command::Invalid("usage: > text (answers the client shown last)".into());
+        }
+        return Command::Reply(text.to_string());
+    }
+    if let Some(rest) = line.trim().strip_prefix("/reply") {
+        if rest.is_empty() || rest.starts_with(' ') {
+            let id = rest.trim();
+            return Command::Pin((!id.is_empty()).then(|| id.to_string()));
+        }
+    }
     if line.starts_with('/') {
         return match line.trim() {
             "/clients" => Command::Clients,
@@ -260,7 +340,7 @@ pub fn parse(line: &str) -> Command {
     Command::All(line.to_string())
 }
 
-const HELP: &str = "commands:\n  text            send to every client\n  #channel text   publish to a channel\n  @c-N text       send to one client\n  /clients        list connected clients\n  /channels       list channels\n  /help           this help\n  /quit           shut the server down";
+const HELP: &str = "commands:\n  text            send to every client\n  #channel text   publish to a channel\n  @c-N text       send to one client\n  > text          answer the client whose message was shown last (or the pinned one)\n  /reply c-N      pin the client > answers (/reply alone: back to the last one shown)\n  /clients        list connected clients\n  /channels       list channels\n  /help           this help\n  /quit           shut the server down";
 
 /// Reads commands from stdin until it closes (the server keeps running) or `/quit`
 /// (which cancels `quit`).
@@ -312,6 +392,29 @@ async fn run(hub: &Hub, console: &Console, cmd: Command) -> bool {
                 Err(e) => say(format!("error: {e}")),
             },
         },
+        Command::Reply(text) => match console.reply_target() {
+            None => say(
+                "error: no client has written yet; > text answers the client shown last, \
+                 /reply c-N pins one"
+                    .into(),
+            ),
+            Some(cid) => match hub.send(cid, Payload::text(text)).await {
+                Ok(0) => say(format!("error: no client {cid} (it left)")),
+                Ok(_) => say(format!("sent to {cid}")),
+                Err(e) => say(format!("error: {e}")),
+            },
+        },
+        Command::Pin(None) => {
+            console.pin(None);
+            say("replies go to the client shown last".into());
+        }
+        Command::Pin(Some(id)) => match id.parse::<ClientId>() {
+            Err(()) => say(format!("error: '{id}' is not a client id (c-N)")),
+            Ok(cid) => {
+                console.pin(Some(cid));
+                say(format!("replies (> text) go to {cid}"));
+            }
+        },
         Command::Clients => {
             let clients = hub.client_list();
             say(format!("{} clients", clients.len()));
@@ -357,6 +460,13 @@ mod tests {
         assert_eq!(parse("   "), Command::Nothing);
         assert!(matches!(parse("#news"), Command::Invalid(_)));
         assert!(matches!(parse("/nope"), Command::Invalid(_)));
+        // issue #16 item 3
+        assert_eq!(parse("> hi there"), Command::Reply("hi there".into()));
+        assert_eq!(parse(">hi"), Command::Reply("hi".into()));
+        assert!(matches!(parse(">"), Command::Invalid(_)));
+        assert_eq!(parse("/reply c-7"), Command::Pin(Some("c-7".into())));
+        assert_eq!(parse("/reply"), Command::Pin(None));
+        assert!(matches!(parse("/replyx"), Command::Invalid(_)));
     }
 
     fn escaped(text: &str, max: usize) -> String {

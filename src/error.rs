@@ -30,7 +30,11 @@ pub enum ApiError {
     #[error("{0}")]
     Denied(String),
     /// 429: too many connections from this address.
-    #[error("too many connections from this address")]
+    #[error(
+        "refused WebSocket: too many connections from this address \
+         (max_connections_per_ip); raise --max-connections-per-ip, or list your proxy in \
+         --trusted-proxies"
+    )]
     TooManyFromIp,
     /// 404: no such thing.
     #[error("{0}")]

@@ -16,7 +16,8 @@
 //!   delivering through the `Sink` trait.
 //! - [`hub`]: clients, subscriptions, fan-out into bounded outboxes written by flusher
 //!   tasks; knows wire formats only through each client's `Format`.
-//! - [`metrics`], [`console`], [`upstream`], [`state`] (`AppState`, what fronts share).
+//! - [`metrics`], [`console`], [`refusal`] (refusals logged with their fix, rate-limited),
+//!   [`upstream`] (incl. `exec:` processes), [`state`] (`AppState`, what fronts share).
 //! - Fronts: [`ws`] (the WebSocket session and upgrade path, the `Front` trait, raw and
 //!   JSON mode) and [`pusher`] (Pusher protocol 7, its signed HTTP API, webhooks).
 //! - [`http`]: the native HTTP surface (`router`), merged with the fronts' routes.
@@ -24,10 +25,12 @@
 //!   server runs with (token verifier, Pusher apps, TLS acceptor, proxies, namespaces).
 //! - [`server`]: `run(listener, runtime, console, shutdown)`: accepts connections, shuts
 //!   down gracefully.
-//! - Commands: [`client`], [`publish`], [`bench`] (the load generator).
+//! - Commands: [`client`], [`publish`], [`bench`] (the load generator); [`banner`] (the
+//!   startup lines on stderr).
 
 pub mod access;
 pub mod auth;
+pub mod banner;
 pub mod bench;
 pub mod broker;
 pub mod client;
@@ -45,6 +48,7 @@ pub mod net;
 pub mod protocol;
 pub mod publish;
 pub mod pusher;
+pub mod refusal;
 pub mod server;
 pub mod setup;
 mod shard;

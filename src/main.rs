@@ -49,6 +49,9 @@ enum Command {
     },
     /// The load generator: idle, fanout and echo scenarios (see BENCHMARKS.md).
     Bench(Box<wspush::bench::Args>),
+    /// Print the configuration reference (Markdown: every `serve` option's flag,
+    /// environment variable, TOML key and default), as in docs/configuration.md.
+    ConfigReference,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +62,10 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .init();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -87,6 +94,10 @@ fn main() -> ExitCode {
                 .await
                 .map_err(Failure::Run),
             Command::Bench(args) => wspush::bench::run(*args).await.map_err(Failure::Run),
+            Command::ConfigReference => {
+                print!("{}", wspush::config::reference::markdown());
+                Ok(())
+            }
         }
     });
     // The console thread may be blocked on stdin: do not wait for it.
@@ -120,7 +131,15 @@ async fn serve(config: Config) -> Result<(), Failure> {
     let listener = listen(config.listen)
         .map_err(|e| Failure::Run(anyhow::anyhow!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener.local_addr().map_err(|e| Failure::Run(e.into()))?;
-    println!("listening on http://{addr}");
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("listening on {scheme}://{addr}");
+    for line in wspush::banner::lines(&config, addr) {
+        eprintln!("{line}");
+    }
     server::run(
         listener,
         runtime,

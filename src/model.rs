@@ -77,11 +77,13 @@ pub enum Disconnect {
     Unauthorized,
     /// It broke a rule of its front (rate, protocol errors).
     Policy,
+    /// Its upstream process (`--upstream exec:`) exited: the session ends normally.
+    Ended,
 }
 
 impl Disconnect {
     /// Every reason, in a fixed order (its index is its wire code between nodes).
-    pub const ALL: [Disconnect; 9] = [
+    pub const ALL: [Disconnect; 10] = [
         Disconnect::ShuttingDown,
         Disconnect::SlowConsumer,
         Disconnect::Kicked,
@@ -91,6 +93,7 @@ impl Disconnect {
         Disconnect::Terminated,
         Disconnect::Unauthorized,
         Disconnect::Policy,
+        Disconnect::Ended,
     ];
 }
 

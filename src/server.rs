@@ -74,6 +74,7 @@ pub async fn run(
             .map_err(|e| {
                 std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e.to_string())
             })?;
+        redis.set_node_ttl(u64::try_from(config.node_ttl_ms.as_millis()).unwrap_or(u64::MAX));
         let redis = Arc::new(redis);
         (registry, redis.clone(), redis)
     };
@@ -98,10 +99,17 @@ pub async fn run(
         cluster,
         whole_secs(config.ping_interval),
     ));
+    // Dead nodes are looked for as often as live ones refresh their heartbeat.
+    pusher.start_reaper(config.node_ttl_ms.get() / 3);
     let state = AppState::new(Shared {
         metrics: Arc::new(Metrics::new(registry.clone(), broker.clone())),
         hub: hub.clone(),
-        upstream: Arc::new(Upstream::new(config.upstream.clone(), hub.clone(), console)),
+        upstream: Arc::new(Upstream::with_exec_limit(
+            config.upstream.clone(),
+            hub.clone(),
+            console,
+            config.max_exec_processes,
+        )),
         config: config.clone(),
         shutdown: stop.clone(),
         limits: Arc::new(Limits::new(
@@ -109,6 +117,7 @@ pub async fn run(
             config.max_connections_per_ip,
         )),
         verifier,
+        refusals: Arc::default(),
     });
     // Every front's format is named in the metrics from the start.
     for format in [&RAW, &JSON, &PUSHER] {

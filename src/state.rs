@@ -47,4 +47,6 @@ pub struct Shared {
     pub verifier: Option<Arc<Verifier>>,
     /// The `/metrics` registry.
     pub metrics: Arc<Metrics>,
+    /// The rate limiter of refusal log lines.
+    pub refusals: Arc<crate::refusal::Refusals>,
 }

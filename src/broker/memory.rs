@@ -38,6 +38,9 @@ pub struct Memory {
     rooms: Mutex<HashMap<Arc<str>, Vec<Member>>>,
     /// The subscriber counts `occupancy_sync` last recorded.
     occupancy: Mutex<HashMap<Arc<str>, usize>>,
+    /// Held markers (`Cluster::hold`) and their expiry, with the map's size after the
+    /// last sweep.
+    held: Mutex<(HashMap<String, std::time::Instant>, usize)>,
 }
 
 /// A channel's broker state.
@@ -99,6 +102,7 @@ impl Memory {
             channels: Sharded::new(),
             rooms: Mutex::default(),
             occupancy: Mutex::default(),
+            held: Mutex::default(),
             epoch: Arc::from(format!("{:x}", nanos ^ ((std::process::id() as u64) << 32))),
             lives: AtomicU64::new(1),
             cursor: AtomicUsize::new(0),
@@ -400,5 +404,39 @@ impl Cluster for Memory {
 
     fn occupancy(&self) -> BoxFuture<'_, Result<Occupancy, BrokerError>> {
         Box::pin(future::ready(Ok(self.sink.channels())))
+    }
+
+    fn count<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        Box::pin(future::ready(Ok(self.sink.subscribers(channel))))
+    }
+
+    fn hold<'a>(&'a self, key: &'a str, ttl_ms: u64) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let (held, swept) = &mut *self.held.lock();
+        let now = std::time::Instant::now();
+        // Keyed by client input: expired markers go whenever the map doubled.
+        if held.len() >= (2 * *swept).max(1024) {
+            held.retain(|_, until| *until > now);
+            *swept = held.len();
+        }
+        held.insert(
+            key.to_string(),
+            now + std::time::Duration::from_millis(ttl_ms),
+        );
+        Box::pin(future::ready(Ok(())))
+    }
+
+    fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        let now = std::time::Instant::now();
+        let taken = self
+            .held
+            .lock()
+            .0
+            .remove(key)
+            .is_some_and(|until| until > now);
+        Box::pin(future::ready(Ok(taken)))
+    }
+
+    fn reap(&self) -> BoxFuture<'_, Result<Vec<crate::broker::Reaped>, BrokerError>> {
+        Box::pin(future::ready(Ok(Vec::new())))
     }
 }

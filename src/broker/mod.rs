@@ -129,6 +129,22 @@ pub type RoomLeft = (Option<Member>, Vec<Member>);
 /// Channels with subscribers and their cluster-wide subscriber counts.
 pub type Occupancy = Vec<(Arc<str>, usize)>;
 
+/// What a dead node left in one channel, removed by the node that reaped it
+/// (`Cluster::reap`).
+#[derive(Debug, Clone)]
+pub struct Reaped {
+    /// The channel (and room) the dead node had subscribers in.
+    pub channel: Arc<str>,
+    /// The dead node's room members in it, removed.
+    pub removed: Vec<Member>,
+    /// The room's members left, on every live node.
+    pub rest: Vec<Member>,
+    /// The channel's cluster-wide subscriber count once the dead node is gone.
+    pub count: usize,
+    /// The dead node had subscribers in the channel (not only room members).
+    pub occupied: bool,
+}
+
 /// Where a broker delivers: this node's clients and subscriptions (the hub's registry),
 /// seen through what a broker needs and nothing more.
 pub trait Sink: Send + Sync + 'static {
@@ -276,4 +292,19 @@ pub trait Cluster: Send + Sync + 'static {
     /// Every channel with subscribers on some node and its cluster-wide subscriber count,
     /// sorted by name.
     fn occupancy(&self) -> BoxFuture<'_, Result<Occupancy, BrokerError>>;
+
+    /// A channel's cluster-wide subscriber count (read only; records nothing).
+    fn count<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<usize, BrokerError>>;
+
+    /// Holds a marker `key` for `ttl_ms` (a delayed webhook waiting for its time).
+    fn hold<'a>(&'a self, key: &'a str, ttl_ms: u64) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Removes a held marker; true when this call removed it. Of several callers on any
+    /// nodes, exactly one gets true.
+    fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, BrokerError>>;
+
+    /// Nodes whose heartbeat expired (they died): each is claimed by exactly one live
+    /// node, which removes the dead node's room members and occupancy and gets what they
+    /// were, to announce it. Empty for a single node.
+    fn reap(&self) -> BoxFuture<'_, Result<Vec<Reaped>, BrokerError>>;
 }

@@ -16,6 +16,10 @@ fn default_auth_timeout() -> Secs {
     Secs::from_units(30)
 }
 
+fn default_webhook_delay_ms() -> Millis {
+    Millis::from_units(3000)
+}
+
 /// One Pusher app (`[[apps]]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +56,16 @@ pub struct App {
     /// Limits (Pusher's defaults).
     #[serde(default)]
     pub limits: AppLimits,
+    /// Send `pusher_internal:subscription_count` events (Pusher's "subscription
+    /// counting") to every channel's subscribers when its cluster-wide count changes.
+    #[serde(default)]
+    pub subscription_count: bool,
+    /// How long `channel_vacated` and `member_removed` webhooks wait before they are
+    /// sent (`3s`; a plain number is milliseconds); a re-join within the wait (on any
+    /// node) cancels the pair, so a page reload sends neither the leave nor the join
+    /// again (Pusher waits a few seconds too).
+    #[serde(default = "default_webhook_delay_ms")]
+    pub webhook_delay_ms: Millis,
 }
 
 /// Per-app limits; the defaults are Pusher's.
@@ -81,7 +95,7 @@ impl Default for AppLimits {
         AppLimits {
             max_event_channels: 100,
             max_batch_size: 10,
-            max_channel_name_length: 200,
+            max_channel_name_length: 164,
             max_event_name_length: 200,
             max_payload_size: 10 * 1024,
             max_presence_members: 100,
@@ -146,6 +160,8 @@ pub fn parse_flag(spec: &str) -> Result<App, ConfigError> {
             allowed_origins: Vec::new(),
             webhooks: Vec::new(),
             limits: AppLimits::default(),
+            subscription_count: false,
+            webhook_delay_ms: default_webhook_delay_ms(),
         }),
         _ => Err(ConfigError::Invalid {
             key: "pusher-app",

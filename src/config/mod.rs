@@ -6,6 +6,7 @@
 
 pub mod apps;
 pub mod duration;
+pub mod reference;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -70,7 +71,9 @@ pub struct Config {
     /// `server_names`), no forwarding headers from an untrusted peer.
     #[arg(long, env = "WSPUSH_API_KEY")]
     pub api_key: Option<String>,
-    /// What to do with messages raw clients send: none | echo | publish:CHANNEL | webhook:URL.
+    /// What to do with messages raw clients send: none | echo | publish:CHANNEL |
+    /// webhook:URL | exec:COMMAND (one process per raw client: its stdin gets the
+    /// client's messages, one per line; each line it prints goes back to that client).
     #[arg(long, env = "WSPUSH_UPSTREAM", default_value = "none")]
     pub upstream: Spec,
     /// Largest WebSocket message accepted, in bytes (larger: close 1009).
@@ -130,8 +133,10 @@ pub struct Config {
     #[arg(long, env = "WSPUSH_JWT_ALGORITHM", default_value = "RS256")]
     pub jwt_algorithm: String,
     /// Origins allowed to open WebSockets from browsers (comma-separated, e.g.
-    /// `https://app.example.com`; `*` = any). Empty: same origin as the Host header only.
-    /// Requests without an Origin header (non-browser clients) are always allowed.
+    /// `https://app.example.com`; `*` = any; `null` = pages opened from a file;
+    /// `http://localhost:*` = any port, `https://*.example.com` = any subdomain). Empty:
+    /// same origin as the Host header only. Requests without an Origin header
+    /// (non-browser clients) are always allowed.
     #[arg(long, env = "WSPUSH_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
     /// Most WebSocket connections from one IP address, IPv6 counted per /64 (0 = no
@@ -222,6 +227,20 @@ pub struct Config {
     #[arg(long, env = "WSPUSH_MAX_COMMAND_SIZE")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_command_size: Option<usize>,
+    /// Extra paths serving raw mode like `/ws` (repeatable: `--ws-path /websocket/demo.php`),
+    /// so a page written for another server connects unchanged.
+    #[arg(long = "ws-path", env = "WSPUSH_WS_PATHS", value_delimiter = ',')]
+    pub ws_paths: Vec<String>,
+    /// Most `--upstream exec:` processes running at once (one per raw client; a raw
+    /// client over it is refused with 503).
+    #[arg(long, env = "WSPUSH_MAX_EXEC_PROCESSES", default_value_t = 64)]
+    pub max_exec_processes: usize,
+    /// How long a node's heartbeat in Redis lives (`30s`; a plain number is
+    /// milliseconds; refreshed every third of it): a node silent that long is dead, and a
+    /// live node removes its presence members and occupancy, sending `member_removed` /
+    /// `channel_vacated` once cluster-wide.
+    #[arg(long, env = "WSPUSH_NODE_TTL_MS", default_value_t = Millis::from_units(30_000))]
+    pub node_ttl_ms: Millis,
     /// Origins whose pages may read the HTTP answers (CORS; comma-separated, `*` = any;
     /// empty: no CORS headers). `*` covers `/`, `/healthz`, the assets and the signed
     /// Pusher API; the native API and `/metrics` (which trust loopback callers) answer
@@ -318,6 +337,9 @@ impl Config {
                 reason: reason.to_string(),
             })
         };
+        if *self.node_ttl_ms < Duration::from_millis(300) {
+            return bad("node-ttl-ms", "must be at least 300 ms");
+        }
         if self.max_message_size == 0 || self.max_message_size > 64 << 20 {
             return bad("max-message-size", "must be between 1 and 67108864");
         }
@@ -406,6 +428,30 @@ impl Config {
         if self.max_command_size.is_some_and(|n| n < 256) {
             return bad("max-command-size", "must be at least 256");
         }
+        if let Some(o) = self.allowed_origins.iter().find(|o| !valid_origin_rule(o)) {
+            return bad(
+                "allowed-origins",
+                &format!(
+                    "{o:?} is not an origin rule (*, null, or SCHEME://HOST[:PORT], where HOST \
+                     may start with *. and PORT may be *)"
+                ),
+            );
+        }
+        let mut paths = std::collections::HashSet::new();
+        for path in &self.ws_paths {
+            if let Err(why) = valid_ws_path(path) {
+                return bad("ws-path", &format!("{path:?}: {why}"));
+            }
+            if !paths.insert(path.as_str()) {
+                return bad("ws-path", &format!("{path:?} is given twice"));
+            }
+        }
+        if matches!(self.upstream, Spec::Exec(_)) && self.max_exec_processes == 0 {
+            return bad(
+                "max-exec-processes",
+                "must be at least 1 with --upstream exec:",
+            );
+        }
         Ok(())
     }
 
@@ -467,6 +513,60 @@ impl Config {
     pub fn body_timeout(&self) -> Duration {
         self.body_timeout.get()
     }
+}
+
+/// True when `rule` is an `allowed_origins` entry: `*`, `null`, or
+/// `SCHEME://HOST[:PORT]` (no path), where HOST may start with `*.` and PORT may be `*`.
+pub fn valid_origin_rule(rule: &str) -> bool {
+    let rule = rule.trim().trim_end_matches('/');
+    if rule == "*" || rule.eq_ignore_ascii_case("null") {
+        return true;
+    }
+    let Some((scheme, rest)) = rule.split_once("://") else {
+        return false;
+    };
+    let host = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || rest.starts_with('[') => {
+            if port != "*" && port.parse::<u16>().is_err() {
+                return false;
+            }
+            host
+        }
+        _ => rest,
+    };
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !host.is_empty()
+        && !host.contains(['/', '*', ' ', '?', '#', '@'])
+}
+
+/// Why `path` cannot be an extra raw-mode path (`ws_paths`): it must start with `/`,
+/// hold only URL path characters, and not be a path the server already serves.
+pub fn valid_ws_path(path: &str) -> Result<(), &'static str> {
+    const TAKEN: [&str; 6] = [
+        "/",
+        "/ws",
+        "/healthz",
+        "/metrics",
+        "/wspush.js",
+        "/wspush.mjs",
+    ];
+    if !path.starts_with('/') || path.len() > 256 {
+        return Err("must start with / (at most 256 characters)");
+    }
+    if !path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/-._~!$&'()+,;=:@".contains(&b))
+    {
+        return Err("only letters, digits and -._~!$&'()+,;=:@/ may appear in it");
+    }
+    if TAKEN.contains(&path) || path.starts_with("/api/") || path.starts_with("/app/") {
+        return Err("the server serves that path already");
+    }
+    Ok(())
 }
 
 impl Default for Config {

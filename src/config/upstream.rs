@@ -18,6 +18,10 @@ pub enum Spec {
     /// POSTed to a backend URL as `{"client":..,"data":..}`; a JSON answer with `reply`
     /// is sent back to the client.
     Webhook(String),
+    /// Runs a program per raw client (`exec:COMMAND ARGS`, split like a shell would,
+    /// without a shell): its stdin gets the client's messages, one per line; each line
+    /// it prints is sent to the client. The words of the command line.
+    Exec(Vec<String>),
 }
 
 impl FromStr for Spec {
@@ -39,8 +43,15 @@ impl FromStr for Spec {
                     }
                     return Ok(Spec::Webhook(url.to_string()));
                 }
+                if let Some(cmd) = s.strip_prefix("exec:") {
+                    return match shlex::split(cmd) {
+                        Some(words) if !words.is_empty() => Ok(Spec::Exec(words)),
+                        _ => Err("exec: needs a command (quoted like a shell would)".into()),
+                    };
+                }
                 Err(format!(
-                    "unknown upstream '{s}' (none | echo | publish:CHANNEL | webhook:URL)"
+                    "unknown upstream '{s}' (none | echo | publish:CHANNEL | webhook:URL | \
+                     exec:COMMAND)"
                 ))
             }
         }
@@ -61,6 +72,11 @@ impl From<Spec> for String {
             Spec::Echo => "echo".into(),
             Spec::Publish(c) => format!("publish:{c}"),
             Spec::Webhook(u) => format!("webhook:{u}"),
+            Spec::Exec(words) => format!(
+                "exec:{}",
+                shlex::try_join(words.iter().map(String::as_str))
+                    .unwrap_or_else(|_| words.join(" "))
+            ),
         }
     }
 }

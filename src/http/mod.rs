@@ -21,6 +21,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use crate::config::Config;
 pub use crate::error::{ApiError, Json};
 use crate::net::{self, Remote};
+use crate::refusal::Kind;
 pub use crate::state::{AppState, Shared};
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
@@ -60,13 +61,27 @@ pub fn router(state: AppState, fronts: Router) -> Router {
         .route("/wspush.mjs", get(|| async { javascript(WSPUSH_MJS) }))
         .route("/ws", get(crate::ws::upgrade))
         .nest("/api", api)
-        .fallback(|| async { ApiError::NotFound("not found".into()) })
+        .fallback(ws_path_or_not_found)
         .with_state(state.clone())
         .merge(fronts)
         .layer(middleware::from_fn_with_state(
             std::sync::Arc::new(cors::Cors::new(&state.config.cors_allowed_origins)),
             cors::layer,
         ))
+}
+
+/// What no route serves: raw mode at the extra paths of `ws_paths` (a page written for
+/// another server connects unchanged), 404 otherwise.
+async fn ws_path_or_not_found(
+    state: State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let path = req.uri().path();
+    if req.method() == axum::http::Method::GET && state.config.ws_paths.iter().any(|p| p == path) {
+        return crate::ws::upgrade(state, peer, req).await.into_response();
+    }
+    ApiError::NotFound("not found".into()).into_response()
 }
 
 async fn index() -> impl IntoResponse {
@@ -132,7 +147,11 @@ async fn authorize(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("apikey "));
         if !given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), key.as_bytes())) {
-            return ApiError::Unauthorized.into_response();
+            let e = ApiError::Unauthorized;
+            let msg = format!("refused API call {}: {e}", full_path(&req));
+            let key = peer.ip().to_string();
+            app.refusals.refused(Kind::Api, &key, peer, &msg);
+            return e.into_response();
         }
         return next.run(req).await;
     }
@@ -143,10 +162,19 @@ async fn authorize(
         .copied()
         .unwrap_or_else(|| net::Proxies::default().remote(peer, req.headers()));
     if let Err(why) = local_only(&app.config, &remote, &req) {
-        tracing::debug!(client = %remote.addr, peer = %remote.peer, %why, "API request refused");
+        let why = format!("refused API call {}: {why}", full_path(&req));
+        let key = remote.addr.ip().to_string();
+        app.refusals.refused(Kind::Api, &key, remote.addr, &why);
         return ApiError::Forbidden(why).into_response();
     }
     next.run(req).await
+}
+
+/// The request's path as the client sent it (before `/api` was stripped by the nesting).
+fn full_path(req: &Request) -> &str {
+    req.extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| req.uri().path(), |uri| uri.path())
 }
 
 /// Without an API key the API (and `/metrics`) answers a request only when it is local:

@@ -210,6 +210,7 @@ pub(super) async fn subscribe(
         }
     }
     occupied(pusher, tenant, channel, &hub_channel).await;
+    pusher.count_changed(tenant, channel); // issue #14 item 10
     if cache && pusher.rooms.cached(&hub_channel).is_none() {
         pusher
             .webhooks
@@ -333,6 +334,7 @@ pub(super) async fn left(
         Ok(_) => {}
         Err(e) => tracing::warn!(%channel, error = %e, "occupancy not recorded"),
     }
+    pusher.count_changed(tenant, channel); // issue #14 item 10
 }
 
 /// `pusher:signin`: checks `auth` over `socket_id::user::user_data`, then the connection
@@ -375,11 +377,17 @@ pub(super) async fn signin(
     let key = super::Pusher::user_key(tenant, id.key());
     let grant = Grant::for_user(Arc::from(key));
     hub.authenticate(client, Arc::new(grant));
+    super::watchlist::closed(pusher, conn, client).await; // a second sign-in replaces the first
+    if let Some(old) = conn.user.take().filter(|old| old.key() != id.key()) {
+        let channel = format!("#server-to-user-{}", old.key());
+        unsubscribe(pusher, conn, client, &channel).await;
+    }
     conn.user = Some(id.clone());
     // Subscribed first: once the client reads the success, events for its user reach it.
     to_user(pusher, conn, client, &id).await;
     let data = json!({ "user_data": user_data }).to_string();
     hub.push(client, frame("pusher:signin_success", None, data.into()));
+    super::watchlist::signed_in(pusher, conn, client, &parsed).await; // issue #14 item 12
 }
 
 /// Subscribes a signed-in connection to `#server-to-user-{id}` itself (no reply), so
@@ -444,11 +452,21 @@ pub(super) async fn client_event(
             "subscribe to the channel before sending client events",
         );
     }
-    if name.len() > app.limits.max_event_name_length {
-        return refuse(None, "event name too long");
+    // issue #14 item 9: over a limit is a 4301-class error, naming the limit.
+    let limits = &app.limits;
+    if name.len() > limits.max_event_name_length {
+        let max = limits.max_event_name_length;
+        return refuse(
+            Some(4301),
+            &format!("Event name is too long: at most {max} bytes"),
+        );
     }
-    if payload.data.len() > app.limits.max_payload_size {
-        return refuse(None, "event data too large");
+    if payload.data.len() > limits.max_payload_size {
+        let max = limits.max_payload_size;
+        return refuse(
+            Some(4301),
+            &format!("Event data is too large: at most {max} bytes"),
+        );
     }
     let rate = f64::from(app.limits.client_events_per_second);
     if !Bucket::take_from(&mut conn.events, 1.0, rate, rate) {

@@ -46,6 +46,8 @@ pub struct Conn {
     pub events: Option<Box<Bucket>>,
     /// The command budget's bucket (every message), made on the first message.
     pub budget: Option<Box<Bucket>>,
+    /// The user ids of its watchlist (issue #14 item 12).
+    pub watching: Vec<Arc<str>>,
 }
 
 impl Conn {
@@ -58,6 +60,7 @@ impl Conn {
             presence: Vec::new(),
             events: None,
             budget: None,
+            watching: Vec::new(),
         }
     }
 }

@@ -14,11 +14,14 @@ pub mod apps;
 pub mod auth;
 mod channels;
 pub mod close;
+mod counts;
 pub mod format;
 pub mod front;
 pub mod presence;
 pub mod protocol;
+mod reaper;
 pub mod user;
+mod watchlist;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -150,6 +153,8 @@ pub struct Pusher {
     pub webhooks: webhooks::Webhooks,
     /// Seconds of silence after which clients should ping (`activity_timeout`).
     pub activity_timeout: u32,
+    /// Channels whose subscription count events are being debounced.
+    counts: counts::Counts,
 }
 
 impl std::fmt::Debug for Pusher {
@@ -163,7 +168,8 @@ impl Pusher {
     /// broker's `cluster` side; starts the webhook worker when an app has webhooks.
     /// Clients are told to ping after `activity_timeout` seconds of silence.
     pub fn new(apps: Apps, hub: Hub, cluster: Arc<dyn Cluster>, activity_timeout: u32) -> Self {
-        let webhooks = webhooks::Webhooks::start(apps.iter().any(|t| !t.app.webhooks.is_empty()));
+        let hooked = apps.iter().any(|t| !t.app.webhooks.is_empty());
+        let webhooks = webhooks::Webhooks::start(hooked, cluster.clone());
         Pusher {
             apps,
             hub,
@@ -171,6 +177,7 @@ impl Pusher {
             rooms: presence::Rooms::default(),
             webhooks,
             activity_timeout,
+            counts: counts::Counts::default(),
         }
     }
 

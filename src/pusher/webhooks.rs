@@ -1,8 +1,12 @@
 //! Webhooks: events go into a bounded queue (never blocking the caller; a full queue
 //! drops and counts), a worker batches them per endpoint and POSTs
 //! `{"time_ms":..,"events":[..]}` signed with `X-Pusher-Key` and `X-Pusher-Signature`
-//! (hex HMAC-SHA256 of the body with the app secret), retrying with backoff. At shutdown
-//! everything pending is sent at once, within the shutdown grace.
+//! (hex HMAC-SHA256 of the body with the app secret), retrying with bounded backoff on
+//! 5xx answers and connection errors (never on 4xx). `channel_vacated` and
+//! `member_removed` wait `webhook_delay_ms` first, behind a marker held in the broker: a
+//! `channel_occupied` / `member_added` of the same channel (and user) on any node within
+//! the wait takes the marker, and neither is sent (a page reload does not flap). At
+//! shutdown everything pending is sent at once, within the shutdown grace.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::apps::Tenant;
 use super::auth;
+use crate::broker::Cluster;
 
 /// Events waiting for the worker at most.
 const QUEUE: usize = 10_000;
@@ -51,12 +56,14 @@ impl std::fmt::Debug for Job {
 }
 
 impl Webhooks {
-    /// Starts the worker when `enabled` (some app has webhooks).
-    pub fn start(enabled: bool) -> Self {
+    /// Starts the worker when `enabled` (some app has webhooks); delayed events hold
+    /// their markers in `cluster`.
+    pub fn start(enabled: bool, cluster: Arc<dyn Cluster>) -> Self {
         let stop = CancellationToken::new();
         let (tx, worker) = if enabled {
             let (tx, rx) = mpsc::channel(QUEUE);
-            (Some(tx), Some(tokio::spawn(worker(rx, stop.clone()))))
+            let task = worker(rx, stop.clone(), cluster);
+            (Some(tx), Some(tokio::spawn(task)))
         } else {
             (None, None)
         };
@@ -111,7 +118,73 @@ struct Batch {
     due: Instant,
 }
 
-async fn worker(mut rx: mpsc::Receiver<Job>, stop: CancellationToken) {
+/// The marker of a delayed event and of the event that cancels it: the app, the channel
+/// and, for members, the user; `None` for events that are neither.
+fn pair_key(app: &str, event: &Value) -> Option<(bool, String)> {
+    let name = event["name"].as_str()?;
+    let channel = event["channel"].as_str()?;
+    let (leave, user) = match name {
+        "channel_vacated" => (true, None),
+        "channel_occupied" => (false, None),
+        "member_removed" => (true, Some(&event["user_id"])),
+        "member_added" => (false, Some(&event["user_id"])),
+        _ => return None,
+    };
+    let mut key = format!("webhook\n{app}\n{channel}");
+    if let Some(user) = user {
+        key.push('\n');
+        key.push_str(&user.to_string());
+    }
+    Some((leave, key))
+}
+
+/// Events waiting for their delay: (when, marker key, job).
+type Waiting = Vec<(Instant, String, Job)>;
+
+/// What the worker does with a job before batching: a leave waits behind a held marker;
+/// a join whose leave is still waiting takes its marker and goes nowhere.
+async fn admit(cluster: &dyn Cluster, waiting: &mut Waiting, job: Job) -> Option<Job> {
+    let delay = u64::try_from(job.tenant.app.webhook_delay_ms.as_millis()).unwrap_or(u64::MAX);
+    let Some((leave, key)) = pair_key(&job.tenant.app.id, &job.event).filter(|_| delay > 0) else {
+        return Some(job);
+    };
+    if !leave {
+        // A failed broker call sends the join: better twice than lost.
+        return match cluster.take(&key).await {
+            Ok(true) => None,
+            _ => Some(job),
+        };
+    }
+    if waiting.len() >= QUEUE {
+        return Some(job);
+    }
+    let _ = cluster
+        .hold(&key, delay.saturating_mul(2).saturating_add(10_000))
+        .await;
+    waiting.push((Instant::now() + Duration::from_millis(delay), key, job));
+    None
+}
+
+/// The waiting events that are due (all of them at shutdown) whose markers are still
+/// held: no join cancelled them.
+async fn due_leaves(cluster: &dyn Cluster, waiting: &mut Waiting, all: bool) -> Vec<Job> {
+    let now = Instant::now();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < waiting.len() {
+        if all || waiting[i].0 <= now {
+            let (_, key, job) = waiting.swap_remove(i);
+            if cluster.take(&key).await.unwrap_or(true) {
+                out.push(job);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+async fn worker(mut rx: mpsc::Receiver<Job>, stop: CancellationToken, cluster: Arc<dyn Cluster>) {
     let client = reqwest::Client::builder()
         .timeout(TIMEOUT)
         .build()
@@ -119,16 +192,28 @@ async fn worker(mut rx: mpsc::Receiver<Job>, stop: CancellationToken) {
     // Requests in flight; dropping the set (the worker aborted) aborts them.
     let mut sending = JoinSet::new();
     let mut batches: HashMap<(String, String), Batch> = HashMap::new();
+    let mut waiting: Waiting = Vec::new();
     loop {
-        let next_due = batches.values().map(|b| b.due).min();
+        let next_due = batches
+            .values()
+            .map(|b| b.due)
+            .chain(waiting.iter().map(|w| w.0))
+            .min();
         tokio::select! {
             job = rx.recv() => match job {
-                Some(job) => collect(&mut batches, job),
+                Some(job) => {
+                    if let Some(job) = admit(&*cluster, &mut waiting, job).await {
+                        collect(&mut batches, job);
+                    }
+                }
                 None => break,
             },
             _ = sleep_until(next_due) => {}
             Some(_) = sending.join_next(), if !sending.is_empty() => {}
             _ = stop.cancelled() => break,
+        }
+        for job in due_leaves(&*cluster, &mut waiting, false).await {
+            collect(&mut batches, job);
         }
         let now = Instant::now();
         let due: Vec<_> = batches
@@ -144,6 +229,9 @@ async fn worker(mut rx: mpsc::Receiver<Job>, stop: CancellationToken) {
     // Shutdown: what is queued joins its batch, and every batch goes now.
     rx.close();
     while let Ok(job) = rx.try_recv() {
+        collect(&mut batches, job);
+    }
+    for job in due_leaves(&*cluster, &mut waiting, true).await {
         collect(&mut batches, job);
     }
     for (_, batch) in batches.drain() {
@@ -207,6 +295,12 @@ async fn send(client: &reqwest::Client, batch: &Batch) {
             .await;
         match result {
             Ok(resp) if resp.status().is_success() => return,
+            Ok(resp) if resp.status().is_client_error() => {
+                // The receiver refuses this request: sending it again changes nothing.
+                let status = resp.status();
+                tracing::warn!(url = %batch.url, %status, attempt, "webhook refused; not retried");
+                return;
+            }
             Ok(resp) => {
                 tracing::warn!(url = %batch.url, status = %resp.status(), attempt, "webhook refused")
             }

@@ -100,6 +100,7 @@ impl CloseReason {
             Disconnect::PongTimeout => CloseReason::Abort,
             Disconnect::Resync => CloseReason::Resync,
             Disconnect::Policy => CloseReason::Policy,
+            Disconnect::Ended => CloseReason::Normal,
         }
     }
 }

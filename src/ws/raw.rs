@@ -1,5 +1,6 @@
 //! Raw mode: each published message is one frame holding exactly its data; what a raw
-//! client sends goes to the upstream handler (console, echo, republish, webhook).
+//! client sends goes to the upstream handler (console, echo, republish, webhook, or the
+//! client's own `exec:` process).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -7,19 +8,57 @@ use std::sync::Arc;
 use super::close::{Close, CloseReason};
 use super::formats::raw_frame;
 use super::front::Front;
-use crate::hub::Client;
+use crate::error::ApiError;
+use crate::hub::{Client, Kind};
 use crate::limits::Bucket;
 use crate::model::{Disconnect, Payload};
 use crate::state::AppState;
+use crate::upstream::exec::{Proc, Start, StartError};
 
 /// The raw-mode front.
 #[derive(Clone)]
 pub struct Raw(pub AppState);
 
-/// A raw connection's state: its command budget, made when first spent.
-#[derive(Debug, Default)]
+/// A raw connection's state: its command budget, made when first spent, and its
+/// `exec:` process.
+#[derive(Default)]
 pub struct RawConn {
     budget: Option<Box<Bucket>>,
+    exec: Option<Box<Proc>>,
+}
+
+impl RawConn {
+    /// The state of a new raw client: with `--upstream exec:`, its process is started
+    /// (the process sees `query`, the handshake's query string). Refused (503) when
+    /// every process slot is taken or the program cannot start.
+    pub fn open(app: &AppState, client: &Arc<Client>, query: &str) -> Result<RawConn, ApiError> {
+        let Some(exec) = app.upstream.exec() else {
+            return Ok(RawConn::default());
+        };
+        let unavailable = |e: StartError| ApiError::Unavailable(e.to_string());
+        let slot = exec.slot().map_err(unavailable)?;
+        let proc = exec
+            .start(
+                slot,
+                Start {
+                    client,
+                    remote: client.remote,
+                    query,
+                    max_line: app.config.max_message_size,
+                    rate: app.config.command_budget(),
+                    tracker: &app.shutdown.tracker,
+                    shutdown: app.shutdown.token.clone(),
+                },
+            )
+            .map_err(|e| {
+                tracing::error!(client = %client.id, error = %e, "upstream process not started");
+                unavailable(e)
+            })?;
+        Ok(RawConn {
+            budget: None,
+            exec: Some(Box::new(proc)),
+        })
+    }
 }
 
 impl Front for Raw {
@@ -50,7 +89,20 @@ impl Front for Raw {
             stats.rate_limited.fetch_add(1, Relaxed);
             return Some(CloseReason::Policy.into());
         }
-        if let Some(reply) = Box::pin(upstream.handle(client.id, &payload)).await {
+        if let Some(proc) = &conn.exec {
+            upstream.show(client, &payload);
+            if payload.kind == Kind::Binary {
+                // A line-based program cannot take bytes: shown and counted, not sent.
+                stats.upstream_failures.fetch_add(1, Relaxed);
+                return None;
+            }
+            if proc.send(&payload.data).is_err() {
+                // The process does not read what its client sends fast enough.
+                return Some(CloseReason::Policy.into());
+            }
+            return None;
+        }
+        if let Some(reply) = Box::pin(upstream.handle(client, &payload)).await {
             client.push_own(raw_frame(&reply));
         }
         None

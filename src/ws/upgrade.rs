@@ -75,11 +75,45 @@ pub fn accept_key(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(tungstenite::handshake::derive_accept_key(key.as_bytes()))
 }
 
-/// True when `origin` is in an allow-list (`*` allows any; a trailing `/` is ignored).
+/// True when `origin` is in an allow-list: `*` allows any, `null` the opaque origin
+/// of a page opened from a file, `SCHEME://HOST[:PORT]` that origin (a trailing `/` is
+/// ignored), where a `*.` host prefix stands for any subdomain and a `*` port for any port.
 pub fn origin_listed(origin: &str, allowed: &[String]) -> bool {
-    allowed
-        .iter()
-        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    allowed.iter().any(|rule| origin_matches(origin, rule))
+}
+
+fn origin_matches(origin: &str, rule: &str) -> bool {
+    let rule = rule.trim().trim_end_matches('/');
+    if rule == "*" || rule.eq_ignore_ascii_case(origin) {
+        return true;
+    }
+    if !rule.contains('*') {
+        return false;
+    }
+    let (Some((r_scheme, r_rest)), Some((o_scheme, o_rest))) =
+        (rule.split_once("://"), origin.split_once("://"))
+    else {
+        return false;
+    };
+    let split_port = |rest: &str| -> (String, Option<String>) {
+        match rest.rsplit_once(':') {
+            Some((h, p)) if !p.contains(']') => (h.to_ascii_lowercase(), Some(p.to_string())),
+            _ => (rest.to_ascii_lowercase(), None),
+        }
+    };
+    let (r_host, r_port) = split_port(r_rest);
+    let (o_host, o_port) = split_port(o_rest);
+    let host_ok = match r_host.strip_prefix("*.") {
+        Some(domain) => o_host
+            .strip_suffix(domain)
+            .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+        None => r_host == o_host,
+    };
+    let port_ok = match r_port.as_deref() {
+        Some("*") => true,
+        r => r == o_port.as_deref(),
+    };
+    r_scheme.eq_ignore_ascii_case(o_scheme) && host_ok && port_ok
 }
 
 /// The 101 response of an accepted upgrade (`accept` from [`accept_key`]).
@@ -99,19 +133,35 @@ pub fn switching_protocols(accept: &str) -> Response {
 /// default the same origin as the Host header when that Host cannot be a DNS-rebinding
 /// name: `localhost`, `*.localhost`, an IP address or one of `server_names` (a page on
 /// `rebind.example`, whose name now resolves to 127.0.0.1, is same-origin with a Host of
-/// `rebind.example`). No Origin header (non-browser) passes. A refusal says how to allow it.
+/// `rebind.example`). No Origin header (non-browser) passes. A refusal says why and how
+/// to allow it (the log line and the JSON body).
 fn origin_allowed(headers: &HeaderMap, config: &Config) -> Result<(), String> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
     let origin = origin.to_str().unwrap_or("?");
+    let shown = crate::refusal::quote(origin);
     let allowed = &config.allowed_origins;
+    if origin_listed(origin, allowed) {
+        return Ok(());
+    }
+    if origin.eq_ignore_ascii_case("null") {
+        return Err(
+            "refused WebSocket from origin \"null\" (a page opened from a file, or a \
+             sandboxed frame): allow it with --allowed-origins null"
+                .into(),
+        );
+    }
+    // The rule to suggest: the origin itself, when it looks like one.
+    let suggest = if crate::config::valid_origin_rule(origin) && !origin.contains('*') {
+        origin.to_string()
+    } else {
+        "ORIGIN".to_string()
+    };
     if !allowed.is_empty() {
-        if origin_listed(origin, allowed) {
-            return Ok(());
-        }
         return Err(format!(
-            "origin {origin} is not allowed: add it to --allowed-origins"
+            "refused WebSocket from origin {shown}: it is not in --allowed-origins; add it: \
+             --allowed-origins {suggest}"
         ));
     }
     let host = headers
@@ -120,9 +170,16 @@ fn origin_allowed(headers: &HeaderMap, config: &Config) -> Result<(), String> {
         .unwrap_or("");
     let origin_host = origin.split_once("://").map(|(_, rest)| rest);
     if host.is_empty() || !origin_host.is_some_and(|o| o.eq_ignore_ascii_case(host)) {
+        let any_port = match suggest.rsplit_once(':') {
+            Some((rest, port)) if port.parse::<u16>().is_ok() && rest.contains("://") => {
+                format!(" (or {rest}:* for any port)")
+            }
+            _ => String::new(),
+        };
         return Err(format!(
-            "origin {origin} is not allowed: only pages of this server's own origin may \
-             connect unless --allowed-origins lists it (--allowed-origins {origin})"
+            "refused WebSocket from origin {shown}: only pages of this server's own origin \
+             (Host {}) may connect by default; allow it with --allowed-origins {suggest}{any_port}",
+            crate::refusal::quote(host)
         ));
     }
     let name = crate::net::host_name(host);
@@ -133,9 +190,10 @@ fn origin_allowed(headers: &HeaderMap, config: &Config) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "origin {origin} is not allowed: {name:?} is not localhost, an IP address or a name \
+        "refused WebSocket from origin {shown}: {} is not localhost, an IP address or a name \
          in --server-names, and a page under a DNS-rebinding name looks same-origin; allow \
-         it with --server-names {name} or --allowed-origins {origin}"
+         it with --server-names {name} or --allowed-origins {suggest}",
+        crate::refusal::quote(&name)
     ))
 }
 
@@ -158,20 +216,39 @@ pub async fn upgrade(
         app.config.max_channels_per_connection,
     )?;
     let stats = &app.hub.stats();
+    // Every refusal from here on is logged with its fix (rate-limited), as its body says.
+    let refuse = |key: &str, e: ApiError| {
+        let kind = crate::refusal::Kind::WebSocket;
+        app.refusals.refused(kind, key, peer, &e.to_string());
+        e
+    };
+    let by_peer = peer.ip().to_string();
     if let Err(why) = origin_allowed(headers, &app.config) {
         stats.rejected_connections.fetch_add(1, Relaxed);
-        return Err(ApiError::Denied(why));
+        let origin = headers
+            .get(header::ORIGIN)
+            .map(|o| o.to_str().unwrap_or("?"));
+        return Err(refuse(origin.unwrap_or(""), ApiError::Denied(why)));
     }
     let grant = match (&params.token, &app.verifier) {
         (None, _) => None,
         (Some(_), None) => {
-            return Err(ApiError::InvalidToken(AuthError::NotConfigured.to_string()))
+            let why = format!(
+                "refused WebSocket: {}; set --jwt-secret or --jwt-public-key, or connect \
+                 without ?token=",
+                AuthError::NotConfigured
+            );
+            return Err(refuse(&by_peer, ApiError::InvalidToken(why)));
         }
         (Some(token), Some(verifier)) => match verifier.verify(token) {
             Ok(grant) => Some(Arc::new(grant)),
             Err(e) => {
                 stats.auth_failures.fetch_add(1, Relaxed);
-                return Err(ApiError::InvalidToken(e.to_string()));
+                let why = format!(
+                    "refused WebSocket: invalid token ({e}); sign it with the server's \
+                     --jwt-secret (or --jwt-public-key) and give it a future exp"
+                );
+                return Err(refuse(&by_peer, ApiError::InvalidToken(why)));
             }
         },
     };
@@ -182,14 +259,28 @@ pub async fn upgrade(
             channel,
             Action::Subscribe,
         )
-        .map_err(|denied| ApiError::Denied(denied.to_string()))?;
+        .map_err(|denied| {
+            let why = format!(
+                "refused WebSocket: {denied}; grant it in the token's `channels` claim or \
+                 the namespace's settings (docs/your-own-page.md)"
+            );
+            refuse(&by_peer, ApiError::Denied(why))
+        })?;
     }
     let permit = app.limits.admit(peer.ip()).map_err(|refused| {
         stats.rejected_connections.fetch_add(1, Relaxed);
-        match refused {
-            Refused::Total => ApiError::Unavailable("too many connections".into()),
-            Refused::PerIp => ApiError::TooManyFromIp,
-        }
+        let config = &app.config;
+        refuse(
+            &by_peer,
+            match refused {
+                Refused::Total => ApiError::Unavailable(format!(
+                    "refused WebSocket: the server is full ({} connections, \
+                     max_connections); raise --max-connections",
+                    config.max_connections
+                )),
+                Refused::PerIp => ApiError::TooManyFromIp,
+            },
+        )
     })?;
     let on_upgrade = req
         .extensions_mut()
@@ -209,6 +300,17 @@ pub async fn upgrade(
             return Err(ApiError::BrokerUnavailable(e.to_string()));
         }
     }
+    let raw_conn = if json {
+        raw::RawConn::default()
+    } else {
+        match raw::RawConn::open(&app, &client, req.uri().query().unwrap_or("")) {
+            Ok(conn) => conn,
+            Err(e) => {
+                app.hub.disconnect(&client).await;
+                return Err(refuse(&by_peer, e));
+            }
+        }
+    };
     let id = client.id;
     let tracker = app.shutdown.tracker.clone();
     // Two fronts, two session types: the branch picks the monomorphized session.
@@ -223,7 +325,7 @@ pub async fn upgrade(
     } else {
         tracker.spawn(start_session(
             raw::Raw(app),
-            Default::default(),
+            raw_conn,
             client,
             permit,
             on_upgrade,

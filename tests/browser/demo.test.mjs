@@ -108,14 +108,14 @@ function startServer() {
   return { child, waitForLine, output, stop };
 }
 
-/** Polls `#state` until its text equals `want`. */
+/** Polls `#state` until its data-state equals `want` (its text is in the page's language). */
 async function waitForState(page, want) {
   try {
-    await page.waitForFunction((s) => document.getElementById("state").textContent.trim() === s, want, {
+    await page.waitForFunction((s) => document.getElementById("state").dataset.state === s, want, {
       timeout: WAIT,
     });
   } catch (err) {
-    const got = await page.textContent("#state").catch(() => "?");
+    const got = await page.getAttribute("#state", "data-state").catch(() => "?");
     const log = await page.textContent("#log").catch(() => "?");
     throw new Error(`#state never became "${want}" (it is "${got}"); log:\n${log}\n${server.output()}`, { cause: err });
   }
@@ -190,7 +190,7 @@ test("demo page: connect, receive a publish, send upstream, disconnect", { timeo
 
   // The URL field defaults to this server's /ws endpoint.
   assert.equal(await page.inputValue("#url"), `ws://127.0.0.1:${server.port}/ws`);
-  assert.equal(await page.textContent("#state"), "closed");
+  assert.equal(await page.getAttribute("#state", "data-state"), "closed");
 
   // Connect to news + room.
   await page.fill("#channels", "news,room");

@@ -137,11 +137,14 @@ async function openPage(viewport, errors) {
   });
   const response = await page.goto(server.base + "/", { timeout: WAIT });
   assert.equal(response.status(), 200);
-  // Every change of the connection state pill, recorded in the page.
+  // Every change of the connection state pill (its data-state: the text is in the
+  // page's language), recorded in the page.
   await page.evaluate(() => {
     const el = document.getElementById("json-state");
-    window.__states = [el.textContent];
-    new MutationObserver(() => window.__states.push(el.textContent)).observe(el, {
+    window.__states = [el.dataset.state];
+    new MutationObserver(() => window.__states.push(el.dataset.state)).observe(el, {
+      attributes: true,
+      attributeFilter: ["data-state"],
       childList: true,
       characterData: true,
       subtree: true,
@@ -154,7 +157,7 @@ async function openPage(viewport, errors) {
 async function join(page) {
   await page.fill("#json-channel", CHANNEL);
   await page.click("#json-join");
-  await page.waitForFunction(() => document.getElementById("json-state").textContent === "open", null, {
+  await page.waitForFunction(() => document.getElementById("json-state").dataset.state === "open", null, {
     timeout: WAIT,
   });
   await card(page).locator(".offset", { hasText: /offset \d+/ }).waitFor({ timeout: WAIT });
@@ -239,12 +242,12 @@ test("JSON panel: presence of two pages, forced disconnect, every message once a
     await api("DELETE", `/api/clients/${idB}`);
     kicked = true;
     const publishedAtKick = published;
-    await b.page.waitForFunction(() => window.__states.includes("reconnecting…"), null, { timeout: WAIT });
+    await b.page.waitForFunction(() => window.__states.includes("reconnecting"), null, { timeout: WAIT });
     const publishedWhenAway = published;
     mkdirSync(OUTPUT_DIR, { recursive: true });
     await b.page.screenshot({ path: path.join(OUTPUT_DIR, "json-b-reconnecting.png") }); // illustration only
     await b.page.waitForFunction(
-      () => window.__states.lastIndexOf("open") > window.__states.indexOf("reconnecting…"),
+      () => window.__states.lastIndexOf("open") > window.__states.indexOf("reconnecting"),
       null,
       { timeout: WAIT },
     );
@@ -267,9 +270,9 @@ test("JSON panel: presence of two pages, forced disconnect, every message once a
     }
 
     const states = await b.page.evaluate(() => window.__states);
-    assert.ok(states.includes("reconnecting…"), `B showed reconnecting: ${JSON.stringify(states)}`);
+    assert.ok(states.includes("reconnecting"), `B showed reconnecting: ${JSON.stringify(states)}`);
     assert.equal(states[states.length - 1], "open", `B ends open: ${JSON.stringify(states)}`);
-    assert.equal(await b.page.textContent("#json-state"), "open");
+    assert.equal(await b.page.getAttribute("#json-state", "data-state"), "open");
     const events = await b.page.locator("#json-events li").allTextContents();
     assert.ok(events.some((e) => /connection lost \(1008/.test(e)), `B noted the 1008 close: ${JSON.stringify(events)}`);
 

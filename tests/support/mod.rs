@@ -196,20 +196,49 @@ pub struct Binary {
     pub child: Child,
     pub stdin: Option<ChildStdin>,
     pub stdout: Lines<BufReader<ChildStdout>>,
+    /// Its stderr lines (the banner, the log), read as they come, when piped
+    /// (`serve_logged`).
+    pub stderr: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
 }
 
 impl Binary {
     pub async fn serve(args: &[&str]) -> Self {
+        Self::start(args, false).await
+    }
+
+    /// `serve` with stderr piped into `stderr` (see `expect_stderr`).
+    pub async fn serve_logged(args: &[&str]) -> Self {
+        Self::start(args, true).await
+    }
+
+    async fn start(args: &[&str], logged: bool) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wspush"))
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if logged {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .kill_on_drop(true)
             .spawn()
             .expect("wspush binary starts");
+        let stderr = child.stderr.take().map(|err| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(err).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+            rx
+        });
         let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = within("the listening line", stdout.next_line())
             .await
@@ -217,6 +246,7 @@ impl Binary {
             .expect("a first line");
         let addr = first
             .strip_prefix("listening on http://")
+            .or_else(|| first.strip_prefix("listening on https://"))
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
             .parse()
             .unwrap();
@@ -225,7 +255,28 @@ impl Binary {
             stdin: child.stdin.take(),
             child,
             stdout,
+            stderr,
         }
+    }
+
+    /// Reads stderr lines until one satisfies `pred`; returns it.
+    pub async fn expect_stderr(&mut self, pred: impl Fn(&str) -> bool) -> String {
+        let rx = self.stderr.as_mut().expect("started with serve_logged");
+        within("a stderr line", async {
+            loop {
+                let line = rx.recv().await.expect("stderr open");
+                if pred(&line) {
+                    return line;
+                }
+            }
+        })
+        .await
+    }
+
+    /// The stderr lines that arrived so far (without waiting).
+    pub fn stderr_now(&mut self) -> Vec<String> {
+        let rx = self.stderr.as_mut().expect("started with serve_logged");
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
     }
 
     pub async fn type_line(&mut self, line: &str) {

@@ -23,7 +23,7 @@ mod pubsub;
 mod wire;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,6 +89,14 @@ struct Inner {
     /// This node's room entries (room → client → entry), rewritten with a new expiry
     /// by `refresh_presence`.
     rooms: Mutex<HashMap<Arc<str>, HashMap<u64, RoomEntry>>>,
+    /// How long this node's heartbeat, room entries and occupancy live without a
+    /// refresh (ms); refreshed every third of it (at most every `PRESENCE_REFRESH`).
+    node_ttl: AtomicU64,
+    /// Wakes the refresh loop when `node_ttl` changes.
+    ttl_changed: tokio::sync::Notify,
+    reap_room: Script,
+    reap_nodes: Script,
+    occupancy_one: Script,
 }
 
 /// The cluster broker over one or more Redis servers.
@@ -137,6 +145,11 @@ impl Redis {
             occupancy_sync: Script::new(cluster::OCCUPANCY_SYNC),
             occupancy_all: Script::new(cluster::OCCUPANCY_ALL),
             rooms: Mutex::new(HashMap::new()),
+            node_ttl: AtomicU64::new(PRESENCE_TTL_MS),
+            ttl_changed: tokio::sync::Notify::new(),
+            reap_room: Script::new(cluster::REAP_ROOM),
+            reap_nodes: Script::new(cluster::REAP_NODES),
+            occupancy_one: Script::new(cluster::OCCUPANCY_ONE),
         });
         // Broadcasts are a channel every node always subscribes to.
         inner.gate(ALL).subscribed.store(true, Relaxed);
@@ -154,6 +167,14 @@ impl Redis {
         }
         Ok(Redis { inner })
     }
+
+    /// Sets how long (ms) this node's heartbeat, room entries and occupancy live in
+    /// Redis without a refresh: a node silent that long is taken for dead, and a live
+    /// node reaps it (`Cluster::reap`). Refreshed every third of it.
+    pub fn set_node_ttl(&self, ms: u64) {
+        self.inner.node_ttl.store(ms.max(300), Relaxed);
+        self.inner.ttl_changed.notify_one();
+    }
 }
 
 impl Inner {
@@ -168,9 +189,7 @@ impl Inner {
     /// Refreshes this node's presence entries and prunes (with leave events) entries whose
     /// node stopped refreshing them: a dead node's clients leave within `PRESENCE_TTL_MS`.
     async fn refresh_presence(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(PRESENCE_REFRESH);
         loop {
-            tick.tick().await;
             let channels: Vec<Arc<str>> = self
                 .local
                 .channels()
@@ -184,6 +203,17 @@ impl Inner {
             let _ = self.refresh_rooms().await;
             let _ = self.refresh_occupancy().await;
             let _ = self.refresh_positions().await;
+            let every = Duration::from_millis(self.ttl() / 3).min(PRESENCE_REFRESH);
+            // A new TTL (set after connecting) takes effect at once.
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.ttl_changed.notified() => {}
+            }
         }
+    }
+
+    /// The node TTL in ms (see `Redis::set_node_ttl`).
+    fn ttl(&self) -> u64 {
+        self.node_ttl.load(Relaxed)
     }
 }

@@ -123,6 +123,16 @@ pub(super) fn occupancy_key(node: u32) -> String {
     format!("wspush:occupancy:{node}")
 }
 
+/// The rooms a node has (or had) members in, for the node that reaps it.
+pub(super) fn node_rooms_key(node: u32) -> String {
+    format!("wspush:rooms:{node}")
+}
+
+/// A held marker (`Cluster::hold`).
+pub(super) fn held_key(key: &str) -> String {
+    format!("wspush:{{{key}}}:held")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,7 @@
 //! Upstream: what happens to messages raw clients send (shown on the console, then
-//! none | echo | publish:CHANNEL | webhook:URL). Never dropped silently.
+//! none | echo | publish:CHANNEL | webhook:URL | exec:COMMAND). Never dropped silently.
+
+pub mod exec;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use serde::Deserialize;
 
 pub use crate::config::Spec;
 use crate::console::{Console, Escaped};
-use crate::hub::{ClientId, Hub, Kind, Payload};
+use crate::hub::{Client, ClientId, Hub, Kind, Payload};
 
 /// Answer a webhook backend may give.
 #[derive(Deserialize)]
@@ -23,11 +25,21 @@ pub struct Upstream {
     hub: Hub,
     console: Console,
     http: reqwest::Client,
+    exec: Option<exec::Exec>,
 }
 
 impl Upstream {
     /// A handler for `spec`.
     pub fn new(spec: Spec, hub: Hub, console: Console) -> Self {
+        Self::with_exec_limit(spec, hub, console, 0)
+    }
+
+    /// A handler for `spec`; `exec:` runs at most `max_exec` processes at once.
+    pub fn with_exec_limit(spec: Spec, hub: Hub, console: Console, max_exec: usize) -> Self {
+        let exec = match &spec {
+            Spec::Exec(words) => Some(exec::Exec::new(words.clone(), max_exec)),
+            _ => None,
+        };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -37,7 +49,18 @@ impl Upstream {
             hub,
             console,
             http,
+            exec,
         }
+    }
+
+    /// The `exec:` handler, when that is the upstream.
+    pub fn exec(&self) -> Option<&exec::Exec> {
+        self.exec.as_ref()
+    }
+
+    /// The console the upstream shows client messages on.
+    pub fn console(&self) -> &Console {
+        &self.console
     }
 
     /// True when messages go straight back to their sender (handled by the session,
@@ -49,17 +72,27 @@ impl Upstream {
     /// True when each message makes work for others (a publish, a webhook call), so it
     /// is charged to the sender's command budget.
     pub fn costs_budget(&self) -> bool {
-        matches!(self.spec, Spec::Publish(_) | Spec::Webhook(_))
+        matches!(
+            self.spec,
+            Spec::Publish(_) | Spec::Webhook(_) | Spec::Exec(_)
+        )
+    }
+
+    /// Shows a client's message on the console and counts it.
+    pub fn show(&self, client: &Client, payload: &Payload) {
+        self.hub.stats().upstream_messages.fetch_add(1, Relaxed);
+        self.console.upstream(client, payload);
     }
 
     /// Shows a client's message on the console and hands it to the handler; a reply for
-    /// the client (webhook answers) is returned.
-    pub async fn handle(&self, client: ClientId, payload: &Payload) -> Option<Payload> {
+    /// the client (webhook answers) is returned. (`exec:` messages go to the client's
+    /// process, which the session holds.)
+    pub async fn handle(&self, from: &Client, payload: &Payload) -> Option<Payload> {
         let stats = &self.hub.stats();
-        stats.upstream_messages.fetch_add(1, Relaxed);
-        self.console.upstream(client, payload);
+        self.show(from, payload);
+        let client = from.id;
         match &self.spec {
-            Spec::None | Spec::Echo => None,
+            Spec::None | Spec::Echo | Spec::Exec(_) => None,
             Spec::Publish(channel) => {
                 if let Err(e) = self.hub.publish(channel, payload.clone()).await {
                     stats.upstream_failures.fetch_add(1, Relaxed);
