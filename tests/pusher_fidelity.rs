@@ -415,6 +415,44 @@ async fn server_to_user_events_reach_every_signed_in_connection() {
     server.shutdown().await;
 }
 
+// issue #14 item 4: signing in again as another user moves the connection to the new
+// user's channel.
+#[tokio::test]
+async fn a_second_sign_in_leaves_the_first_users_channel() {
+    let server = TestServer::with(apps).await;
+    let mut a = Pusher::connect(&server).await;
+    assert_eq!(
+        a.sign_in(json!("first")).await["event"],
+        "pusher:signin_success"
+    );
+    assert_eq!(a.sign_in(json!(2)).await["event"], "pusher:signin_success");
+    for user in ["first", "2"] {
+        let (status, body) = api(
+            &server,
+            "POST",
+            "/apps/1/events",
+            &[],
+            Some(
+                json!({"name": "note", "channel": format!("#server-to-user-{user}"), "data": user}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let ev = a.next().await;
+    assert_eq!(
+        ev,
+        json!({"event": "note", "channel": "#server-to-user-2", "data": "2"})
+    );
+    a.send(json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(
+        a.next().await["event"],
+        "pusher:pong",
+        "nothing for the first user"
+    );
+    server.shutdown().await;
+}
+
 // issue #14 item 5: a refused client event's pusher:error names its channel.
 #[tokio::test]
 async fn refused_client_events_name_their_channel() {
