@@ -159,7 +159,8 @@ pub struct Event {
     /// The connection that must not receive it (the sender of a client event, or the
     /// `socket_id` given to the Pusher HTTP API). Client ids are unique across nodes.
     pub exclude: Option<ClientId>,
-    /// The sender's user id (client events on presence channels).
+    /// The sender's user id as JSON text, `7` or `"alice"` (client events on presence
+    /// channels; the Pusher front writes it into its frames as is).
     pub user_id: Option<Arc<str>>,
 }
 

@@ -26,7 +26,8 @@ pub struct Namespace {
     /// Messages kept per channel (0 = no history).
     #[serde(default)]
     pub history_size: usize,
-    /// How long messages are kept (`"5m"`, `"30s"`, `"1h"`; absent = no age limit).
+    /// How long messages are kept (`"5m"`, `"30s"`, `"1h"`, or a number of seconds;
+    /// absent = no age limit).
     #[serde(
         default,
         with = "duration_opt",
@@ -101,40 +102,46 @@ impl Namespaces {
     }
 }
 
-/// Parses `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"`.
+/// Parses a duration: `"500ms"`, `"30s"`, `"5m"`, `"1h 30m"`, `"1d"` (the `humantime`
+/// syntax), or a plain number of seconds. (The same rules as `config::duration`, which
+/// this module cannot import: the config imports it.)
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?} (e.g. \"30s\", \"5m\")"))?;
-    let ms = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("bad duration unit in {s:?} (ms, s, m, h, d)")),
-    };
-    Ok(Duration::from_millis(n.saturating_mul(ms)))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|e| format!("{s:?}: {e}"));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("bad duration {s:?} ({e}; e.g. \"30s\", \"5m\" or seconds)"))
 }
 
 mod duration_opt {
     use super::*;
 
+    /// A duration or a plain number of seconds, as TOML gives it.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Seconds(u64),
+        Text(String),
+    }
+
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
-            Some(d) => s.serialize_str(&format!("{}ms", d.as_millis())),
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
             None => s.serialize_none(),
         }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_duration(&s)
-            .map(Some)
-            .map_err(serde::de::Error::custom)
+        match Given::deserialize(d)? {
+            Given::Seconds(n) => Ok(Some(Duration::from_secs(n))),
+            Given::Text(s) => parse_duration(&s)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
     }
 }
 
@@ -171,6 +178,8 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("m").is_err());
     }

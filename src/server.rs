@@ -61,22 +61,22 @@ pub async fn run(
     let redis_options = config.redis_options();
     // One fan-out flusher lane per runtime worker thread.
     let lanes = tokio::runtime::Handle::current().metrics().num_workers();
+    let coalesce_ms = u32::try_from(config.write_coalesce_ms.as_millis()).unwrap_or(u32::MAX);
     // The broker, seen as the hub's core broker and as the Pusher front's cluster.
     type Brokers = (Arc<Registry>, Arc<dyn Broker>, Arc<dyn Cluster>);
     let (registry, broker, cluster): Brokers = if let Some(redis_options) = redis_options {
-        let registry = Arc::new(
-            Registry::for_node(limits, node_id()).coalescing(config.write_coalesce_ms, lanes),
-        );
+        let registry =
+            Arc::new(Registry::for_node(limits, node_id()).coalescing(coalesce_ms, lanes));
         let redis = Redis::connect(&redis_options, registry.clone(), namespaces.clone())
             .await
             .map_err(|e| {
                 std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e.to_string())
             })?;
-        redis.set_node_ttl(config.node_ttl_ms);
+        redis.set_node_ttl(u64::try_from(config.node_ttl_ms.as_millis()).unwrap_or(u64::MAX));
         let redis = Arc::new(redis);
         (registry, redis.clone(), redis)
     } else {
-        let registry = Arc::new(Registry::new(limits).coalescing(config.write_coalesce_ms, lanes));
+        let registry = Arc::new(Registry::new(limits).coalescing(coalesce_ms, lanes));
         let memory = Arc::new(Memory::new(registry.clone(), namespaces.clone()));
         (registry, memory.clone(), memory)
     };
@@ -99,10 +99,10 @@ pub async fn run(
         apps,
         hub.clone(),
         cluster,
-        config.ping_interval,
+        whole_secs(config.ping_interval),
     ));
     // Dead nodes are looked for as often as live ones refresh their heartbeat.
-    pusher.start_reaper(std::time::Duration::from_millis(config.node_ttl_ms / 3));
+    pusher.start_reaper(config.node_ttl_ms.get() / 3);
     let state = AppState::new(Shared {
         metrics: Arc::new(Metrics::new(registry.clone(), broker.clone())),
         hub: hub.clone(),
@@ -143,7 +143,10 @@ pub async fn run(
     let sweeper = {
         let hub = hub.clone();
         let broker = broker.clone();
-        let (interval, timeout) = (config.ping_interval, config.ping_timeout);
+        let (interval, timeout) = (
+            whole_secs(config.ping_interval),
+            whole_secs(config.ping_timeout),
+        );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -224,7 +227,7 @@ pub async fn run(
     flushers.iter().for_each(|f| f.abort());
     registry.flush_all();
     registry.close_all(Disconnect::ShuttingDown);
-    let grace = Duration::from_secs(config.shutdown_grace);
+    let grace = config.shutdown_grace.get();
     let deadline = tokio::time::Instant::now() + grace;
     if stop.drain(grace).await {
         tracing::info!("all connections closed");
@@ -300,4 +303,10 @@ fn node_id() -> u32 {
             .map_or(0, |d| d.as_nanos()),
     );
     (h.finish() as u32).max(1)
+}
+
+/// A duration option as the whole seconds the ping sweep and Pusher's
+/// `activity_timeout` count in (rounded up, at most `u32::MAX`).
+fn whole_secs(d: crate::config::Secs) -> u32 {
+    u32::try_from(d.whole_secs()).unwrap_or(u32::MAX)
 }

@@ -327,8 +327,8 @@ async fn ping_pong_fragmentation_and_close_handshake() {
 #[tokio::test]
 async fn a_client_that_stops_answering_pings_is_dropped() {
     let server = TestServer::with(|c| {
-        c.ping_interval = 1;
-        c.ping_timeout = 1;
+        c.ping_interval = 1.into();
+        c.ping_timeout = 1.into();
     })
     .await;
     let mut s = raw_ws(&server, "?channels=quiet").await;
@@ -408,8 +408,8 @@ async fn a_client_that_never_reads_is_cut_off_and_others_keep_up() {
 #[tokio::test]
 async fn a_client_that_answers_pings_is_never_dropped() {
     let server = TestServer::with(|c| {
-        c.ping_interval = 2;
-        c.ping_timeout = 2;
+        c.ping_interval = 2.into();
+        c.ping_timeout = 2.into();
     })
     .await;
     // Connect off the sweep's beat.

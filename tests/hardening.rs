@@ -361,7 +361,7 @@ async fn publish_rate_limit_then_close_1008() {
 
 #[tokio::test]
 async fn slowloris_half_sent_handshake_is_dropped() {
-    let server = TestServer::with(|c| c.handshake_timeout = 1).await;
+    let server = TestServer::with(|c| c.handshake_timeout = 1.into()).await;
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: web")
         .await

@@ -369,7 +369,7 @@ async fn slow_body(
 // long as the client liked. Before: no answer after 25 s (100-byte body, 1 byte/s).
 #[tokio::test]
 async fn a_slow_api_body_gets_408() {
-    let server = TestServer::with(|c| c.body_timeout = 1).await;
+    let server = TestServer::with(|c| c.body_timeout = 1.into()).await;
     let a = server.addr;
     let head = format!(
         "POST /api/publish HTTP/1.1\r\n{}Content-Type: application/json\r\n",
@@ -392,7 +392,7 @@ async fn a_slow_api_body_gets_408() {
 // default (here 2 s).
 #[tokio::test]
 async fn a_slow_request_head_is_cut_at_the_handshake_timeout() {
-    let server = TestServer::with(|c| c.handshake_timeout = 2).await;
+    let server = TestServer::with(|c| c.handshake_timeout = 2.into()).await;
     let stream = TcpStream::connect(server.addr).await.unwrap();
     let (mut rd, mut wr) = stream.into_split();
     let start = Instant::now();
@@ -453,7 +453,7 @@ fn pusher_app(c: &mut wspush::config::Config) {
 async fn a_slow_pusher_api_body_gets_408() {
     let server = TestServer::with(|c| {
         pusher_app(c);
-        c.body_timeout = 1;
+        c.body_timeout = 1.into();
     })
     .await;
     let a = server.addr;
@@ -563,10 +563,10 @@ async fn webhook_server(url: String, grace: u64) -> TestServer {
         app.webhooks = vec![Webhook {
             url,
             events: vec![],
-            batch_ms: 60_000,
+            batch_ms: 60_000.into(),
         }];
         c.apps = vec![app];
-        c.shutdown_grace = grace;
+        c.shutdown_grace = grace.into();
     })
     .await
 }

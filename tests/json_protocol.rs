@@ -328,8 +328,8 @@ async fn a_client_that_vanishes_without_a_close_leaves_after_the_ping_timeout() 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = TestServer::with(|c| {
         c.namespaces = vec![ns("chat:", 0, true, Access::Publish)];
-        c.ping_interval = 1;
-        c.ping_timeout = 1;
+        c.ping_interval = 1.into();
+        c.ping_timeout = 1.into();
     })
     .await;
     let mut a = JsonClient::connect(&server.ws("")).await;

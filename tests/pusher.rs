@@ -294,8 +294,8 @@ async fn connect_ping_pong_and_public_channels() {
 async fn idle_clients_get_pusher_ping_and_4201_without_pong() {
     let server = TestServer::with(|c| {
         apps(c);
-        c.ping_interval = 1;
-        c.ping_timeout = 1;
+        c.ping_interval = 1.into();
+        c.ping_timeout = 1.into();
     })
     .await;
     let mut a = Pusher::connect(&server, KEY).await;
@@ -565,7 +565,7 @@ async fn every_connection_error_code_is_an_error_event_then_a_close_frame() {
         quota.max_connections = 1;
         let mut strict = parse_flag("5:key-strict:s").unwrap();
         strict.user_authentication = true;
-        strict.user_authentication_timeout = 1;
+        strict.user_authentication_timeout = 1.into();
         c.apps.extend([quota, strict]);
     })
     .await;
@@ -734,7 +734,13 @@ async fn http_api_signatures_limits_and_queries() {
     };
     assert_eq!(
         get("/apps/1/channels", &[]).await,
-        (200, json!({"channels": {"c1": {}, "presence-p": {}}}))
+        // issue #14 item 2: the counts come without asking.
+        (
+            200,
+            json!({"channels": {
+            "c1": {"occupied": true, "subscription_count": 2},
+            "presence-p": {"occupied": true, "subscription_count": 2}}})
+        )
     );
     assert_eq!(
         get(
@@ -742,7 +748,10 @@ async fn http_api_signatures_limits_and_queries() {
             &[("filter_by_prefix", "presence-"), ("info", "user_count")]
         )
         .await,
-        (200, json!({"channels": {"presence-p": {"user_count": 1}}}))
+        (
+            200,
+            json!({"channels": {"presence-p": {"occupied": true, "subscription_count": 2, "user_count": 1}}})
+        )
     );
     assert_eq!(
         get("/apps/1/channels", &[("info", "user_count")]).await.0,
@@ -750,7 +759,7 @@ async fn http_api_signatures_limits_and_queries() {
     );
     assert_eq!(
         get("/apps/1/channels/c1", &[]).await,
-        (200, json!({"occupied": true}))
+        (200, json!({"occupied": true, "subscription_count": 2}))
     );
     assert_eq!(
         get("/apps/1/channels/empty", &[("info", "subscription_count")]).await,
@@ -918,7 +927,7 @@ async fn webhooks_are_signed_retried_and_cover_every_event() {
         app.webhooks = vec![Webhook {
             url,
             events: vec![],
-            batch_ms: 0,
+            batch_ms: 0.into(),
         }];
         c.apps = vec![app];
     })
@@ -1128,7 +1137,7 @@ async fn two_nodes_on_one_redis_share_members_counts_terminate_and_send_each_web
             app.webhooks = vec![Webhook {
                 url: hook_url,
                 events: vec![],
-                batch_ms: 0,
+                batch_ms: 0.into(),
             }];
             c.apps = vec![app];
             c.broker = url;
@@ -1193,7 +1202,13 @@ async fn two_nodes_on_one_redis_share_members_counts_terminate_and_send_each_web
         );
         assert_eq!(
             api_get(server, "/apps/1/channels", &[]).await,
-            (200, json!({"channels": {"news": {}, "presence-r": {}}}))
+            // issue #14 item 2: the counts come without asking.
+            (
+                200,
+                json!({"channels": {
+                "news": {"occupied": true, "subscription_count": 1},
+                "presence-r": {"occupied": true, "subscription_count": 3}}})
+            )
         );
         assert_eq!(
             api_get(
@@ -1202,7 +1217,10 @@ async fn two_nodes_on_one_redis_share_members_counts_terminate_and_send_each_web
                 &[("filter_by_prefix", "presence-"), ("info", "user_count")]
             )
             .await,
-            (200, json!({"channels": {"presence-r": {"user_count": 2}}}))
+            (
+                200,
+                json!({"channels": {"presence-r": {"occupied": true, "subscription_count": 3, "user_count": 2}}})
+            )
         );
     }
     let (status, body) = trigger(

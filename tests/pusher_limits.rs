@@ -64,14 +64,20 @@ fn defaults_are_pushers_and_each_is_configurable_in_apps() {
     let config: Config = toml::from_str(toml).unwrap();
     let app = &config.apps[0];
     assert!(!app.enabled && app.subscription_count);
-    assert_eq!((app.max_connections, app.webhook_delay_ms), (7, 250));
+    assert_eq!(
+        (app.max_connections, app.webhook_delay_ms),
+        (7, wspush::config::Millis::from_units(250))
+    );
     assert_eq!(app.limits.max_channel_name_length, 50);
     assert_eq!(app.limits.max_event_name_length, 200);
     let defaults: Config =
         toml::from_str("[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"").unwrap();
     let app = &defaults.apps[0];
     assert!(app.enabled && !app.subscription_count);
-    assert_eq!((app.max_connections, app.webhook_delay_ms), (0, 3000));
+    assert_eq!(
+        (app.max_connections, app.webhook_delay_ms),
+        (0, wspush::config::Millis::from_units(3000))
+    );
     assert_eq!(app.limits, AppLimits::default());
 }
 

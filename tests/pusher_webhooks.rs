@@ -27,9 +27,9 @@ fn app(url: &str, batch_ms: u64, delay_ms: u64) -> impl FnOnce(&mut Config) {
         app.webhooks = vec![Webhook {
             url,
             events: vec![],
-            batch_ms,
+            batch_ms: batch_ms.into(),
         }];
-        app.webhook_delay_ms = delay_ms;
+        app.webhook_delay_ms = delay_ms.into();
         c.apps = vec![app];
     }
 }

@@ -377,8 +377,8 @@ fn other_id(v: &Value) -> String {
 #[tokio::test]
 async fn heartbeat_pings_a_quiet_stream_and_keeps_it_open() {
     let server = TestServer::with(|c| {
-        c.ping_interval = 1;
-        c.ping_timeout = 1;
+        c.ping_interval = 1.into();
+        c.ping_timeout = 1.into();
     })
     .await;
     let mut s = Stream::open(&server.http("/sse?channels=quiet"), &[]).await;
@@ -706,7 +706,7 @@ async fn a_cluster_delivers_to_sse_clients_of_every_node() {
 // WebSocket clients with 1001), instead of waiting out the grace for it.
 #[tokio::test]
 async fn shutdown_ends_the_streams() {
-    let server = TestServer::with(|c| c.shutdown_grace = 30).await;
+    let server = TestServer::with(|c| c.shutdown_grace = 30.into()).await;
     let mut s = Stream::open(&server.http("/sse?channels=a"), &[]).await;
     assert_eq!(s.event().await.event, "subscribed");
     let started = std::time::Instant::now();

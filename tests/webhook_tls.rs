@@ -106,7 +106,7 @@ async fn https_webhooks_reach_a_tls_receiver() {
         app.webhooks = vec![Webhook {
             url: format!("https://localhost:{port}/pusher"),
             events: vec!["channel_occupied".into()],
-            batch_ms: 0,
+            batch_ms: 0.into(),
         }];
         c.apps = vec![app];
     })

@@ -6,18 +6,18 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::{ConfigError, Millis, Secs};
 
 fn yes() -> bool {
     true
 }
 
-fn default_auth_timeout() -> u64 {
-    30
+fn default_auth_timeout() -> Secs {
+    Secs::from_units(30)
 }
 
-fn default_webhook_delay_ms() -> u64 {
-    3000
+fn default_webhook_delay_ms() -> Millis {
+    Millis::from_units(3000)
 }
 
 /// One Pusher app (`[[apps]]`).
@@ -37,12 +37,13 @@ pub struct App {
     #[serde(default)]
     pub client_events: bool,
     /// Close connections that have not signed in (`pusher:signin`) within
-    /// `user_authentication_timeout` seconds (4009).
+    /// `user_authentication_timeout` (4009).
     #[serde(default)]
     pub user_authentication: bool,
-    /// Seconds a connection has to sign in when `user_authentication` is on.
+    /// How long a connection has to sign in when `user_authentication` is on (`30s`,
+    /// `1500ms`; a plain number is seconds).
     #[serde(default = "default_auth_timeout")]
-    pub user_authentication_timeout: u64,
+    pub user_authentication_timeout: Secs,
     /// Most connections of this app at once (0 = no app limit); over it: 4004.
     #[serde(default)]
     pub max_connections: usize,
@@ -59,11 +60,12 @@ pub struct App {
     /// counting") to every channel's subscribers when its cluster-wide count changes.
     #[serde(default)]
     pub subscription_count: bool,
-    /// Milliseconds `channel_vacated` and `member_removed` webhooks wait before they are
-    /// sent; a re-join within the wait (on any node) cancels the pair, so a page reload
-    /// sends neither the leave nor the join again (Pusher waits a few seconds too).
+    /// How long `channel_vacated` and `member_removed` webhooks wait before they are
+    /// sent (`3s`; a plain number is milliseconds); a re-join within the wait (on any
+    /// node) cancels the pair, so a page reload sends neither the leave nor the join
+    /// again (Pusher waits a few seconds too).
     #[serde(default = "default_webhook_delay_ms")]
-    pub webhook_delay_ms: u64,
+    pub webhook_delay_ms: Millis,
 }
 
 /// Per-app limits; the defaults are Pusher's.
@@ -122,10 +124,10 @@ pub struct Webhook {
     /// Which events to send (empty = all of [`WEBHOOK_EVENTS`]).
     #[serde(default, alias = "event_types")]
     pub events: Vec<String>,
-    /// Collect events for this many milliseconds into one request (0 = one request per
-    /// event, as soon as possible).
+    /// Collect events this long into one request (`500ms`, `2s`; a plain number is
+    /// milliseconds; 0 = one request per event, as soon as possible).
     #[serde(default)]
-    pub batch_ms: u64,
+    pub batch_ms: Millis,
 }
 
 impl Webhook {

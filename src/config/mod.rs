@@ -5,6 +5,7 @@
 //! module imports none of those, only plain data modules.
 
 pub mod apps;
+pub mod duration;
 pub mod reference;
 mod rules;
 mod upstream;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::broker::{RedisMode, RedisOptions};
 use crate::namespace::Namespace;
+pub use duration::{Millis, Secs};
 pub use rules::{valid_origin_rule, valid_ws_path};
 pub use upstream::Spec;
 
@@ -83,27 +85,31 @@ pub struct Config {
     /// Largest HTTP API request body, in bytes (larger: 413).
     #[arg(long, env = "WSPUSH_MAX_BODY_SIZE", default_value_t = 2 << 20)]
     pub max_body_size: usize,
-    /// Seconds of client silence before the server pings it.
-    #[arg(long, env = "WSPUSH_PING_INTERVAL", default_value_t = 25)]
-    pub ping_interval: u32,
-    /// Seconds a pinged client has to answer before it is dropped.
-    #[arg(long, env = "WSPUSH_PING_TIMEOUT", default_value_t = 20)]
-    pub ping_timeout: u32,
+    /// Client silence before the server pings it (`25s`, `1m`; a plain number is
+    /// seconds; counted in whole seconds, rounded up).
+    #[arg(long, env = "WSPUSH_PING_INTERVAL", default_value_t = Secs::from_units(25))]
+    pub ping_interval: Secs,
+    /// How long a pinged client has to answer before it is dropped (`20s`; a plain
+    /// number is seconds; counted in whole seconds, rounded up).
+    #[arg(long, env = "WSPUSH_PING_TIMEOUT", default_value_t = Secs::from_units(20))]
+    pub ping_timeout: Secs,
     /// Most frames queued for one client before it is disconnected as too slow (1013).
     #[arg(long, env = "WSPUSH_QUEUE_MAX_FRAMES", default_value_t = 8192)]
     pub queue_max_frames: u32,
     /// Most bytes queued for one client before it is disconnected as too slow (1013).
     #[arg(long, env = "WSPUSH_QUEUE_MAX_BYTES", default_value_t = 8 << 20)]
     pub queue_max_bytes: u32,
-    /// Seconds a new connection has to send its HTTP request head.
-    #[arg(long, env = "WSPUSH_HANDSHAKE_TIMEOUT", default_value_t = 10)]
-    pub handshake_timeout: u64,
+    /// How long a new connection has to send its HTTP request head (`10s`, `500ms`; a
+    /// plain number is seconds).
+    #[arg(long, env = "WSPUSH_HANDSHAKE_TIMEOUT", default_value_t = Secs::from_units(10))]
+    pub handshake_timeout: Secs,
     /// Most WebSocket connections at once (over it: 503).
     #[arg(long, env = "WSPUSH_MAX_CONNECTIONS", default_value_t = 200_000)]
     pub max_connections: usize,
-    /// Seconds to wait for clients to take their close frames at shutdown.
-    #[arg(long, env = "WSPUSH_SHUTDOWN_GRACE", default_value_t = 5)]
-    pub shutdown_grace: u64,
+    /// How long to wait for clients to take their close frames at shutdown (`5s`; a
+    /// plain number is seconds).
+    #[arg(long, env = "WSPUSH_SHUTDOWN_GRACE", default_value_t = Secs::from_units(5))]
+    pub shutdown_grace: Secs,
     /// Do not read operator commands from stdin. Upstream messages are still printed on
     /// stdout (`--quiet` stops them); stdout is safe whatever the flags: at most 1 MiB
     /// of lines waits for a slow stdout (then lines are skipped and counted), each line
@@ -165,10 +171,11 @@ pub struct Config {
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub apps: Vec<apps::App>,
-    /// Fan-out write coalescing window in ms: a client written to less than this long
-    /// ago waits up to this long so one write carries several messages (0 = off).
-    #[arg(long, env = "WSPUSH_WRITE_COALESCE_MS", default_value_t = 20)]
-    pub write_coalesce_ms: u32,
+    /// Fan-out write coalescing window (`20ms`; a plain number is milliseconds): a
+    /// client written to less than this long ago waits up to this long so one write
+    /// carries several messages (0 = off).
+    #[arg(long, env = "WSPUSH_WRITE_COALESCE_MS", default_value_t = Millis::from_units(20))]
+    pub write_coalesce_ms: Millis,
     /// Most channels one connection may be subscribed to (handshake `?channels=` and
     /// every subscribe; over it: 400 on the handshake, error `too_many_channels` or
     /// `pusher:subscription_error` after). 0 = no limit.
@@ -190,11 +197,12 @@ pub struct Config {
     #[arg(skip)]
     #[serde(default)]
     pub namespaces: Vec<Namespace>,
-    /// Seconds a client cut off as too slow (its send queue overflowed) has to read the
+    /// How long a client cut off as too slow (its send queue overflowed) has to read the
     /// rest of the frame in progress and the close frame 1013, and answer it, before its
-    /// TCP connection is dropped (0: drop at once after one write attempt).
-    #[arg(long, env = "WSPUSH_SLOW_CLOSE_GRACE", default_value_t = 5)]
-    pub slow_close_grace: u64,
+    /// TCP connection is dropped (`5s`, `500ms`; a plain number is seconds; 0: drop at
+    /// once after one write attempt).
+    #[arg(long, env = "WSPUSH_SLOW_CLOSE_GRACE", default_value_t = Secs::from_units(5))]
+    pub slow_close_grace: Secs,
     /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` / `X-Real-IP` are believed
     /// (comma-separated CIDR blocks or addresses, e.g. `127.0.0.1,10.0.0.0/8`): behind them
     /// the client address (logs, per-IP limits, the API's local-only rule) is the rightmost
@@ -207,13 +215,15 @@ pub struct Config {
     /// loopback requests that name it. Any other name could be a DNS-rebinding page.
     #[arg(long, env = "WSPUSH_SERVER_NAMES", value_delimiter = ',')]
     pub server_names: Vec<String>,
-    /// Seconds an HTTP API client has to send its whole request body (slower: 408).
-    #[arg(long, env = "WSPUSH_BODY_TIMEOUT", default_value_t = 10)]
-    pub body_timeout: u64,
-    /// Seconds a channel keeps its history after its last message when its namespace
-    /// sets no `history_ttl` (its Redis keys expire then too).
-    #[arg(long, env = "WSPUSH_HISTORY_MAX_AGE", default_value_t = 86_400)]
-    pub history_max_age: u64,
+    /// How long an HTTP API client has to send its whole request body (`10s`; a plain
+    /// number is seconds; slower: 408).
+    #[arg(long, env = "WSPUSH_BODY_TIMEOUT", default_value_t = Secs::from_units(10))]
+    pub body_timeout: Secs,
+    /// How long a channel keeps its history after its last message when its namespace
+    /// sets no `history_ttl` (`24h`, `7d`; a plain number is seconds; its Redis keys
+    /// expire then too).
+    #[arg(long, env = "WSPUSH_HISTORY_MAX_AGE", default_value_t = Secs::from_units(86_400))]
+    pub history_max_age: Secs,
     /// Largest JSON-mode command or Pusher client message, in bytes, checked before it is
     /// parsed (larger: error `too_large`, or `pusher:error` 4301). Default: the larger of
     /// `max_publish_size` and the Pusher apps' `max_payload_size`, plus 4096.
@@ -228,11 +238,23 @@ pub struct Config {
     /// client over it is refused with 503).
     #[arg(long, env = "WSPUSH_MAX_EXEC_PROCESSES", default_value_t = 64)]
     pub max_exec_processes: usize,
-    /// Milliseconds a node's heartbeat in Redis lives (refreshed every third of it): a
-    /// node silent that long is dead, and a live node removes its presence members and
-    /// occupancy, sending `member_removed` / `channel_vacated` once cluster-wide.
-    #[arg(long, env = "WSPUSH_NODE_TTL_MS", default_value_t = 30_000)]
-    pub node_ttl_ms: u64,
+    /// How long a node's heartbeat in Redis lives (`30s`; a plain number is
+    /// milliseconds; refreshed every third of it): a node silent that long is dead, and a
+    /// live node removes its presence members and occupancy, sending `member_removed` /
+    /// `channel_vacated` once cluster-wide.
+    #[arg(long, env = "WSPUSH_NODE_TTL_MS", default_value_t = Millis::from_units(30_000))]
+    pub node_ttl_ms: Millis,
+    /// Origins whose pages may read the HTTP answers (CORS; comma-separated, `*` = any;
+    /// empty: no CORS headers). `*` covers `/`, `/healthz`, the assets and the signed
+    /// Pusher API; the native API and `/metrics` (which trust loopback callers) answer
+    /// only origins listed by name. Preflights get 204.
+    #[arg(
+        long,
+        env = "WSPUSH_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub cors_allowed_origins: Vec<String>,
     /// How the `broker` Redis URLs are read: `standalone` (each URL one Redis; channels
     /// are sharded over them), `cluster` (nodes of one Redis Cluster; list several) or
     /// `sentinel` (Sentinels watching `redis_sentinel_master`; a failover is followed).
@@ -334,13 +356,13 @@ impl Config {
                 reason: reason.to_string(),
             })
         };
-        if self.node_ttl_ms < 300 {
-            return bad("node-ttl-ms", "must be at least 300");
+        if *self.node_ttl_ms < Duration::from_millis(300) {
+            return bad("node-ttl-ms", "must be at least 300 ms");
         }
         if self.max_message_size == 0 || self.max_message_size > 64 << 20 {
             return bad("max-message-size", "must be between 1 and 67108864");
         }
-        if self.ping_interval == 0 || self.ping_timeout == 0 {
+        if self.ping_interval.is_zero() || self.ping_timeout.is_zero() {
             return bad("ping-interval/ping-timeout", "must be at least 1 second");
         }
         if self.queue_max_frames == 0 || self.queue_max_bytes < 1024 {
@@ -352,8 +374,8 @@ impl Config {
         if (self.queue_max_bytes as usize) < self.max_message_size.min(u32::MAX as usize) {
             return bad("queue-max-bytes", "must be at least max-message-size");
         }
-        if self.handshake_timeout == 0 {
-            return bad("handshake-timeout", "must be at least 1 second");
+        if self.handshake_timeout.is_zero() {
+            return bad("handshake-timeout", "must be longer than 0");
         }
         let mut prefixes = std::collections::HashSet::new();
         for ns in &self.namespaces {
@@ -402,7 +424,7 @@ impl Config {
         if matches!(&self.api_key, Some(k) if k.is_empty()) {
             return bad("api-key", "must not be empty");
         }
-        if self.slow_close_grace > 600 {
+        if *self.slow_close_grace > Duration::from_secs(600) {
             return bad("slow-close-grace", "must be at most 600 seconds");
         }
         if let Some(n) = self.server_names.iter().find(|n| {
@@ -414,10 +436,12 @@ impl Config {
                 &format!("{n:?} is not a host name (no scheme, port or IP address)"),
             );
         }
-        if self.body_timeout == 0 {
-            return bad("body-timeout", "must be at least 1 second");
+        if self.body_timeout.is_zero() {
+            return bad("body-timeout", "must be longer than 0");
         }
-        if self.history_max_age == 0 || self.history_max_age > 365 * 86_400 {
+        if *self.history_max_age < Duration::from_secs(1)
+            || *self.history_max_age > Duration::from_secs(365 * 86_400)
+        {
             return bad("history-max-age", "must be between 1 and 31536000 seconds");
         }
         if self.max_command_size.is_some_and(|n| n < 256) {
@@ -521,17 +545,17 @@ impl Config {
     /// The namespace table, with `history_max_age` for history namespaces without a TTL.
     pub fn namespaces(&self) -> crate::namespace::Namespaces {
         crate::namespace::Namespaces::new(self.namespaces.clone())
-            .with_history_max_age(Duration::from_secs(self.history_max_age))
+            .with_history_max_age(self.history_max_age.get())
     }
 
     /// Handshake timeout as a duration.
     pub fn handshake_timeout(&self) -> Duration {
-        Duration::from_secs(self.handshake_timeout)
+        self.handshake_timeout.get()
     }
 
     /// Body timeout as a duration.
     pub fn body_timeout(&self) -> Duration {
-        Duration::from_secs(self.body_timeout)
+        self.body_timeout.get()
     }
 }
 

@@ -3,6 +3,7 @@
 //! only), whose bodies are read bounded in size and time.
 
 mod api;
+pub mod cors;
 
 use std::net::SocketAddr;
 
@@ -61,8 +62,12 @@ pub fn router(state: AppState, fronts: Router) -> Router {
         .route("/ws", get(crate::ws::upgrade))
         .nest("/api", api)
         .fallback(ws_path_or_not_found)
-        .with_state(state)
+        .with_state(state.clone())
         .merge(fronts)
+        .layer(middleware::from_fn_with_state(
+            std::sync::Arc::new(cors::Cors::new(&state.config.cors_allowed_origins)),
+            cors::layer,
+        ))
 }
 
 /// What no route serves: raw mode at the extra paths of `ws_paths` (a page written for
@@ -237,7 +242,9 @@ pub(crate) async fn read_body(
         return Err(ApiError::TooLarge);
     }
     match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
-        Err(_) => Err(ApiError::BodyTimeout(timeout.as_secs())),
+        Err(_) => Err(ApiError::BodyTimeout(
+            timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0),
+        )),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<LengthLimitError>() => Err(ApiError::TooLarge),
         Ok(Err(e)) => Err(ApiError::BadRequest(format!(

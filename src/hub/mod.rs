@@ -106,8 +106,17 @@ impl Hub {
 
     /// Removes a client that went away, announcing its leaves.
     pub async fn disconnect(&self, client: &Arc<Client>) {
-        let channels = client.channels();
+        self.leave_all(client).await;
         self.registry.unregister(client);
+    }
+
+    /// Takes a closing client out of every channel and its user binding, announcing its
+    /// leaves; it stays registered (and counted as connected) until `disconnect`. A
+    /// session calls this before it sends its close frame, so what the client sees last
+    /// is already true of the channels (issue #14 item 7).
+    pub async fn leave_all(&self, client: &Arc<Client>) {
+        let channels = client.channels();
+        self.registry.leave_all(client);
         for channel in channels {
             self.broker.released(&channel).await;
             if self.namespaces.of(&channel).presence {

@@ -120,14 +120,19 @@ impl Registry {
         }
     }
 
-    /// Removes a client and all its subscriptions.
-    pub(crate) fn unregister(&self, client: &Client) {
+    /// Removes a client's subscriptions and its user binding (it stays registered).
+    pub(crate) fn leave_all(&self, client: &Client) {
         if let Some(user) = client.user() {
             self.unbind_user(&user, client.id);
         }
         for channel in client.take_channels() {
             self.remove_subscriber(&channel, client.id);
         }
+    }
+
+    /// Removes a client and all its subscriptions.
+    pub(crate) fn unregister(&self, client: &Client) {
+        self.leave_all(client);
         if self
             .clients
             .shard(client.id.0)

@@ -171,6 +171,14 @@ async fn channel_info(
     Ok(out)
 }
 
+/// `occupied` and `subscription_count` of a channel with `n` subscribers.
+fn counts(n: usize) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert("occupied".into(), (n > 0).into());
+    out.insert("subscription_count".into(), n.into());
+    out
+}
+
 /// Publishes one checked event to each of its channels.
 async fn trigger(
     pusher: &Pusher,
@@ -272,7 +280,10 @@ pub async fn channels(
     let mut out = Map::new();
     for (name, n) in app.pusher.channels(&signed.tenant).await? {
         if name.starts_with(prefix) {
-            let attrs = channel_info(&app.pusher, &signed.tenant, &name, info, Some(n)).await?;
+            // issue #14 item 2: occupied and subscription_count without asking (soketi's
+            // answer, which SDK code written against it reads).
+            let mut attrs = counts(n);
+            attrs.extend(channel_info(&app.pusher, &signed.tenant, &name, info, Some(n)).await?);
             out.insert(name, Value::Object(attrs));
         }
     }
@@ -295,8 +306,10 @@ pub async fn channel(
         ));
     }
     let count = app.pusher.subscription_count(&signed.tenant, &name).await?;
-    let mut out = Map::new();
-    out.insert("occupied".into(), (count > 0).into());
+    // issue #14 item 2: the counts with or without `info=` (user_count for presence).
+    let presence = kind_of(&name).0 == Kind::Presence;
+    let info = if presence { "user_count" } else { "" };
+    let mut out = counts(count);
     out.extend(channel_info(&app.pusher, &signed.tenant, &name, info, Some(count)).await?);
     Ok(axum::Json(Value::Object(out)))
 }
@@ -318,7 +331,7 @@ pub async fn users(
         .users(&signed.tenant, &name)
         .await?
         .into_iter()
-        .map(|id| json!({ "id": id }))
+        .map(|id| json!({ "id": id })) // issue #14 item 3: integers stay integers
         .collect();
     Ok(axum::Json(json!({ "users": users })))
 }

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use super::format::PUSHER;
 use super::front::Conn;
 use super::presence;
-use super::protocol::error_event;
-use super::{auth, frame, kind_of, socket_id, valid_channel, Kind, Pusher, Tenant};
+use super::protocol::{channel_error, error_event};
+use super::{auth, frame, kind_of, socket_id, valid_channel, Kind, Pusher, Tenant, UserId};
 use crate::access::{self, Action, Asker};
 use crate::auth::Grant;
 use crate::broker::Position;
@@ -33,7 +33,7 @@ fn subscription_error(pusher: &Pusher, client: &Client, channel: &str, refusal: 
 }
 
 /// A presence member: user id and info.
-type Member = (String, Value);
+type Member = (UserId, Value);
 
 /// Checks the subscription's signature; the presence member it declares.
 fn authorize(
@@ -62,11 +62,10 @@ fn authorize(
                 return Err(auth_error("Invalid signature: expected HMAC-SHA256 of socket_id:channel:channel_data with the app secret"));
             }
             let parsed: Value = serde_json::from_str(cd).unwrap_or(Value::Null);
-            let user_id = match &parsed["user_id"] {
-                Value::String(s) if !s.is_empty() => s.clone(),
-                Value::Number(n) => n.to_string(),
-                _ => return Err(auth_error("channel_data needs a user_id")),
-            };
+            // A string or an integer (Laravel), kept as given (issue #14 item 3).
+            let user_id = UserId::from_json(&parsed["user_id"]).ok_or_else(|| {
+                auth_error("channel_data needs a user_id (a string or an integer)")
+            })?;
             let info = parsed.get("user_info").cloned().unwrap_or(Value::Null);
             if info.to_string().len() > app.limits.max_presence_user_info_size {
                 return Err(("LimitReached", "user_info is too large".into(), 413));
@@ -74,9 +73,8 @@ fn authorize(
             Ok(Some((user_id, info)))
         }
         Kind::User => {
-            let user = conn.user.clone();
             let wanted = channel.strip_prefix("#server-to-user-").unwrap_or_default();
-            if user.as_deref() == Some(wanted) {
+            if conn.user.as_ref().map(UserId::key) == Some(wanted) {
                 Ok(None)
             } else {
                 Err(auth_error("sign in as this user first (pusher:signin)"))
@@ -147,7 +145,7 @@ pub(super) async fn subscribe(
                 }
             };
             if !already {
-                new_user = presence::only_connection(&members, client.id, user_id);
+                new_user = presence::only_connection(&members, client.id, user_id.key());
                 if new_user && presence::users(&members).len() > limits.max_presence_members {
                     let _ = cluster.room_leave(&hub_channel, client.id).await;
                     let refusal = ("LimitReached", "presence channel is full".to_string(), 403);
@@ -173,7 +171,11 @@ pub(super) async fn subscribe(
                 Some(payload) => Message::new(Arc::from(hub_channel.as_str()), 0, payload)
                     .frame(&PUSHER)
                     .clone(),
-                None => frame("pusher:cache_miss", Some(channel), Value::Null),
+                // issue #14 item 6: no `data` member.
+                None => {
+                    let ev = json!({ "event": "pusher:cache_miss", "channel": channel });
+                    crate::frame::encode(crate::frame::OP_TEXT, ev.to_string().as_bytes())
+                }
             };
             hub.push(client, f);
         }
@@ -204,19 +206,10 @@ pub(super) async fn subscribe(
         let c = &mut *conn;
         c.channels.push(Arc::from(channel));
         if let Some((user_id, _)) = &member {
-            c.presence
-                .push((Arc::from(channel), Arc::from(user_id.as_str())));
+            c.presence.push((Arc::from(channel), user_id.clone()));
         }
     }
-    // Cluster-wide occupancy: exactly one node sees the channel leave 0.
-    match cluster.occupancy_sync(&hub_channel).await {
-        Ok((0, after)) if after > 0 => pusher.webhooks.emit(
-            tenant,
-            json!({ "name": "channel_occupied", "channel": channel }),
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(%channel, error = %e, "occupancy not recorded"),
-    }
+    occupied(pusher, tenant, channel, &hub_channel).await;
     pusher.count_changed(tenant, channel); // issue #14 item 10
     if cache && pusher.rooms.cached(&hub_channel).is_none() {
         pusher
@@ -238,6 +231,21 @@ pub(super) async fn subscribe(
     }
 }
 
+/// Records a subscription in the cluster-wide occupancy: exactly one node sees the
+/// channel leave 0 and sends `channel_occupied` (not for `#server-to-user-{id}`, which
+/// every signed-in connection is in).
+async fn occupied(pusher: &Pusher, tenant: &Arc<Tenant>, channel: &str, hub_channel: &str) {
+    let user = kind_of(channel).0 == Kind::User;
+    match pusher.cluster.occupancy_sync(hub_channel).await {
+        Ok((0, after)) if after > 0 && !user => pusher.webhooks.emit(
+            tenant,
+            json!({ "name": "channel_occupied", "channel": channel }),
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(%channel, error = %e, "occupancy not recorded"),
+    }
+}
+
 /// Tells a presence channel's other subscribers (`pusher_internal:member_added` /
 /// `member_removed`, never the connection that caused it) and the app's webhooks.
 async fn announce_member(
@@ -246,7 +254,7 @@ async fn announce_member(
     tenant: &Arc<Tenant>,
     channel: &str,
     what: &str,
-    user_id: &str,
+    user_id: &UserId,
     data: Value,
 ) {
     let event = Event {
@@ -294,10 +302,9 @@ pub(super) async fn left(
     if kind_of(channel).0 == Kind::Presence {
         // Only the user's last connection in the room, on any node, removes the member.
         let last = match cluster.room_leave(&hub_channel, client.id).await {
-            Ok((Some(gone), rest)) => gone
-                .user
-                .filter(|user| presence::only_connection(&rest, client.id, user))
-                .map(|user| user.to_string()),
+            Ok((Some(gone), rest)) => presence::user_of(&gone)
+                .map(|(user, _)| user)
+                .filter(|user| presence::only_connection(&rest, client.id, user.key())),
             Ok((None, _)) => None,
             Err(e) => {
                 tracing::warn!(%channel, error = %e, "presence leave not recorded");
@@ -318,8 +325,9 @@ pub(super) async fn left(
             .await;
         }
     }
+    let user = kind_of(channel).0 == Kind::User;
     match cluster.occupancy_sync(&hub_channel).await {
-        Ok((before, 0)) if before > 0 => pusher.webhooks.emit(
+        Ok((before, 0)) if before > 0 && !user => pusher.webhooks.emit(
             tenant,
             json!({ "name": "channel_vacated", "channel": channel }),
         ),
@@ -330,7 +338,7 @@ pub(super) async fn left(
 }
 
 /// `pusher:signin`: checks `auth` over `socket_id::user::user_data`, then the connection
-/// is that user (for `#server-to-user-{id}` and terminate).
+/// is that user (for terminate) and receives `#server-to-user-{id}`.
 pub(super) async fn signin(
     pusher: &Arc<Pusher>,
     conn: &mut Conn,
@@ -356,21 +364,54 @@ pub(super) async fn signin(
         return;
     }
     let parsed: Value = serde_json::from_str(user_data).unwrap_or(Value::Null);
-    let Some(id) = parsed["id"].as_str().filter(|s| !s.is_empty()) else {
-        let e = error_event(Some(4009), "user_data needs a non-empty string id");
+    // A string or an integer (Laravel): issue #14 item 3.
+    let Some(id) = UserId::from_json(&parsed["id"]) else {
+        let e = error_event(
+            Some(4009),
+            "user_data needs an id: a non-empty string or an integer",
+        );
         hub.push(client, e);
         return;
     };
-    let id: Arc<str> = Arc::from(id);
     // Bound in the registry so `terminate_connections` reaches it from any node.
-    let key = super::Pusher::user_key(tenant, &id);
+    let key = super::Pusher::user_key(tenant, id.key());
     let grant = Grant::for_user(Arc::from(key));
     hub.authenticate(client, Arc::new(grant));
     super::watchlist::closed(pusher, conn, client).await; // a second sign-in replaces the first
-    conn.user = Some(id);
+    if let Some(old) = conn.user.take().filter(|old| old.key() != id.key()) {
+        let channel = format!("#server-to-user-{}", old.key());
+        unsubscribe(pusher, conn, client, &channel).await;
+    }
+    conn.user = Some(id.clone());
+    // Subscribed first: once the client reads the success, events for its user reach it.
+    to_user(pusher, conn, client, &id).await;
     let data = json!({ "user_data": user_data }).to_string();
     hub.push(client, frame("pusher:signin_success", None, data.into()));
     super::watchlist::signed_in(pusher, conn, client, &parsed).await; // issue #14 item 12
+}
+
+/// Subscribes a signed-in connection to `#server-to-user-{id}` itself (no reply), so
+/// events for its user reach it whether or not the client subscribes (pusher-js does for
+/// string ids only): issue #14 item 4. A later `pusher:subscribe` is answered as usual.
+async fn to_user(pusher: &Arc<Pusher>, conn: &mut Conn, client: &Arc<Client>, id: &UserId) {
+    let tenant = &conn.tenant.clone();
+    let channel = format!("#server-to-user-{}", id.key());
+    let hub_channel = tenant.hub_channel(&channel);
+    let max = tenant.app.limits.max_channel_name_length;
+    if valid_channel(&channel, max).is_err() || client.is_subscribed(&hub_channel) {
+        // No event can be addressed to it, or it is there already.
+        return;
+    }
+    if let Err(e) = pusher
+        .hub
+        .subscribe(client, &hub_channel, None, Box::new(|_: &Position| {}))
+        .await
+    {
+        tracing::warn!(%channel, error = %e, "signed-in connection not subscribed to its user channel");
+        return;
+    }
+    conn.channels.push(Arc::from(channel.as_str()));
+    occupied(pusher, tenant, &channel, &hub_channel).await;
 }
 
 /// A `client-*` event: only when the app allows them, on a private or presence channel the
@@ -385,16 +426,18 @@ pub(super) async fn client_event(
 ) {
     let tenant = &conn.tenant.clone();
     let hub = &pusher.hub;
+    let Some(channel) = channel else {
+        hub.push(client, error_event(None, "a client event needs a channel"));
+        return;
+    };
+    // issue #14 item 5: every refusal names the channel.
     let refuse = |code: Option<u16>, msg: &str| {
-        hub.push(client, error_event(code, msg));
+        hub.push(client, channel_error(Some(&channel), code, msg));
     };
     let app = &tenant.app;
     if !app.client_events {
         return refuse(Some(4301), "Client events are not enabled for this app");
     }
-    let Some(channel) = channel else {
-        return refuse(None, "a client event needs a channel");
-    };
     let kind = kind_of(&channel).0;
     if !matches!(kind, Kind::Private | Kind::Presence) {
         return refuse(
@@ -441,7 +484,7 @@ pub(super) async fn client_event(
     let event = Event {
         name: name.into(),
         exclude: Some(client.id),
-        user_id: user_id.clone(),
+        user_id: user_id.as_ref().map(UserId::json_text),
     };
     let data = payload.data.clone();
     if let Err(e) = pusher.publish(tenant, &channel, event, payload).await {
@@ -456,7 +499,7 @@ pub(super) async fn client_event(
         "socket_id": socket_id(client.id),
     });
     if let Some(user_id) = user_id {
-        hook["user_id"] = (*user_id).into();
+        hook["user_id"] = user_id.to_json();
     }
     pusher.webhooks.emit(tenant, hook);
 }

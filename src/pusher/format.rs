@@ -59,8 +59,9 @@ fn pusher_message(msg: &Message) -> Bytes {
     }
     .expect("string serializes");
     if let Some(user) = event.and_then(|e| e.user_id.as_deref()) {
+        // JSON text of the id as the app gave it (`7` or `"alice"`: issue #14 item 3).
         body.extend_from_slice(b",\"user_id\":");
-        serde_json::to_writer(&mut body, user).expect("string serializes");
+        body.extend_from_slice(user.as_bytes());
     }
     body.push(b'}');
     frame::encode(frame::OP_TEXT, &body)
@@ -79,7 +80,7 @@ mod tests {
             Payload::from_json(&serde_json::json!({"a": 1})).with_event(Event {
                 name: "client-x".into(),
                 exclude: None,
-                user_id: Some("u1".into()),
+                user_id: Some("\"u1\"".into()),
             }),
         );
         assert_eq!(

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::close::PusherClose;
 use super::protocol::{self, error_event};
-use super::{Pusher, Tenant};
+use super::{Pusher, Tenant, UserId};
 use crate::hub::Client;
 use crate::limits::Bucket;
 use crate::model::{Disconnect, Payload};
@@ -37,11 +37,11 @@ pub struct Conn {
     /// Its app.
     pub tenant: Arc<Tenant>,
     /// The user it signed in as.
-    pub user: Option<Arc<str>>,
+    pub user: Option<UserId>,
     /// The app's channel names it is subscribed to.
     pub channels: Vec<Arc<str>>,
     /// Its user id in each presence channel it joined (app channel name, user id).
-    pub presence: Vec<(Arc<str>, Arc<str>)>,
+    pub presence: Vec<(Arc<str>, UserId)>,
     /// The client-event rate limit's bucket, made on the first client event.
     pub events: Option<Box<Bucket>>,
     /// The command budget's bucket (every message), made on the first message.

@@ -20,6 +20,7 @@ pub mod front;
 pub mod presence;
 pub mod protocol;
 mod reaper;
+pub mod user;
 mod watchlist;
 pub mod webhooks;
 
@@ -35,6 +36,7 @@ use crate::frame;
 use crate::hub::{ClientId, Event, Hub, Payload};
 pub use apps::{App, AppLimits, Apps, Tenant, Webhook};
 pub use front::{Conn, PusherFront};
+pub use user::UserId;
 
 /// The Pusher routes (their state: the front), merged into `http::router`.
 pub fn router(front: PusherFront) -> Router {
@@ -219,7 +221,7 @@ impl Pusher {
     }
 
     /// Distinct users in an app's presence channel, on every node, in join order.
-    pub async fn users(&self, tenant: &Tenant, channel: &str) -> Result<Vec<String>, BrokerError> {
+    pub async fn users(&self, tenant: &Tenant, channel: &str) -> Result<Vec<UserId>, BrokerError> {
         let members = self.cluster.room(&tenant.hub_channel(channel)).await?;
         Ok(presence::users(&members))
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
+use super::UserId;
 use crate::broker::Member;
 use crate::hub::{ClientId, Payload};
 
@@ -36,51 +37,72 @@ struct Cache {
     swept: usize,
 }
 
-/// A presence member of a connection: user id and `user_info` (JSON text).
-pub fn member(client: ClientId, user_id: &str, info: &Value) -> Member {
+/// A presence member of a connection. The broker's `user` is the id's text (its
+/// identity); `info` is the JSON text of `{"user_id": id, "user_info": info}`, so an
+/// integer id comes back as an integer on every node (issue #14 item 3).
+pub fn member(client: ClientId, user_id: &UserId, info: &Value) -> Member {
+    let stored = json!({ "user_id": user_id, "user_info": info });
     Member {
         client,
-        user: Some(Arc::from(user_id)),
-        info: Some(Arc::from(info.to_string())),
+        user: Some(Arc::from(user_id.key())),
+        info: Some(Arc::from(stored.to_string())),
     }
 }
 
-/// The distinct user ids of a room, in join order.
-pub fn users(members: &[Member]) -> Vec<String> {
-    let mut ids: Vec<String> = Vec::new();
-    for m in members {
-        if let Some(user) = m.user.as_deref() {
-            if !ids.iter().any(|id| id == user) {
-                ids.push(user.to_string());
+/// A member's user id (as the app gave it) and `user_info`. A member stored by an older
+/// node (`info` = the bare `user_info`) has a string id.
+pub fn user_of(member: &Member) -> Option<(UserId, Value)> {
+    let key = member.user.as_deref()?;
+    let info: Value = member
+        .info
+        .as_deref()
+        .and_then(|i| serde_json::from_str(i).ok())
+        .unwrap_or(Value::Null);
+    if let Value::Object(o) = &info {
+        if o.len() == 2 && o.contains_key("user_info") {
+            if let Some(id) = o.get("user_id").and_then(UserId::from_json) {
+                if id.key() == key {
+                    return Some((id, o["user_info"].clone()));
+                }
             }
+        }
+    }
+    Some((UserId::text(key), info))
+}
+
+/// The distinct users of a room, in join order.
+pub fn users(members: &[Member]) -> Vec<UserId> {
+    let mut ids: Vec<UserId> = Vec::new();
+    for m in members {
+        if m.user
+            .as_deref()
+            .is_some_and(|u| !ids.iter().any(|id| id.key() == u))
+        {
+            ids.extend(user_of(m).map(|(id, _)| id));
         }
     }
     ids
 }
 
-/// True when `client` is the only connection of its `user` among `members`.
-pub fn only_connection(members: &[Member], client: ClientId, user: &str) -> bool {
+/// True when `client` is the only connection of the user `key` among `members`.
+pub fn only_connection(members: &[Member], client: ClientId, key: &str) -> bool {
     !members
         .iter()
-        .any(|m| m.client != client && m.user.as_deref() == Some(user))
+        .any(|m| m.client != client && m.user.as_deref() == Some(key))
 }
 
-/// The `{"presence":{"ids","hash","count"}}` object of `subscription_succeeded`.
+/// The `{"presence":{"ids","hash","count"}}` object of `subscription_succeeded`; ids keep
+/// their JSON type, `hash` is keyed by their text.
 pub fn snapshot(members: &[Member]) -> Value {
     let mut ids = Vec::new();
     let mut hash = Map::new();
     for m in members {
-        let Some(user) = m.user.as_deref() else {
+        let Some((id, info)) = user_of(m) else {
             continue;
         };
-        if !hash.contains_key(user) {
-            ids.push(Value::from(user));
-            let info = m
-                .info
-                .as_deref()
-                .and_then(|i| serde_json::from_str(i).ok())
-                .unwrap_or(Value::Null);
-            hash.insert(user.to_string(), info);
+        if !hash.contains_key(id.key()) {
+            hash.insert(id.key().to_string(), info);
+            ids.push(id.to_json());
         }
     }
     json!({ "presence": { "count": ids.len(), "ids": ids, "hash": hash } })
@@ -152,16 +174,25 @@ mod tests {
 
     #[test]
     fn snapshots_list_each_user_once_in_join_order() {
-        let m = |c, u: &str| member(ClientId(c), u, &json!({ "n": u }));
-        let members = [m(1, "alice"), m(2, "bob"), m(3, "alice")];
-        assert_eq!(users(&members), ["alice", "bob"]);
+        let id = |v: Value| UserId::from_json(&v).unwrap();
+        let m = |c, u: Value| member(ClientId(c), &id(u.clone()), &json!({ "n": u }));
+        let members = [m(1, json!("alice")), m(2, json!(7)), m(3, json!("alice"))];
+        let keys: Vec<String> = users(&members).iter().map(|u| u.key().into()).collect();
+        assert_eq!(keys, ["alice", "7"]);
         assert_eq!(
             snapshot(&members),
-            json!({"presence": {"count": 2, "ids": ["alice", "bob"],
-                "hash": {"alice": {"n": "alice"}, "bob": {"n": "bob"}}}})
+            json!({"presence": {"count": 2, "ids": ["alice", 7],
+                "hash": {"alice": {"n": "alice"}, "7": {"n": 7}}}})
         );
         assert!(!only_connection(&members, ClientId(1), "alice"));
-        assert!(only_connection(&members, ClientId(2), "bob"));
+        assert!(only_connection(&members, ClientId(2), "7"));
         assert!(only_connection(&members[..2], ClientId(1), "alice"));
+        // A member an older node stored: bare user_info, string id.
+        let old = Member {
+            client: ClientId(4),
+            user: Some("8".into()),
+            info: Some(r#"{"n":8}"#.into()),
+        };
+        assert_eq!(user_of(&old), Some((UserId::text("8"), json!({"n": 8}))));
     }
 }

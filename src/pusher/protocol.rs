@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::header;
@@ -41,9 +40,15 @@ pub struct ConnectParams {
 /// A `pusher:error` event (`code` null for errors that carry none; with a code, it is
 /// sent before a close frame with the same code, or names a refused client event).
 pub fn error_event(code: Option<u16>, message: &str) -> Bytes {
+    channel_error(None, code, message)
+}
+
+/// A `pusher:error` about `channel` (a refused client event): it names the channel, so
+/// a handler bound on the channel fires (issue #14 item 5).
+pub fn channel_error(channel: Option<&str>, code: Option<u16>, message: &str) -> Bytes {
     frame(
         "pusher:error",
-        None,
+        channel,
         json!({ "code": code, "message": message }),
     )
 }
@@ -136,7 +141,7 @@ fn welcome(front: &PusherFront, client: &Arc<Client>, conn: &Conn) {
     let app = &conn.tenant.app;
     if app.user_authentication {
         let client = client.clone();
-        let wait = Duration::from_secs(app.user_authentication_timeout);
+        let wait = app.user_authentication_timeout.get();
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
             if client.user().is_none() {
@@ -301,7 +306,8 @@ pub async fn handle(
     None
 }
 
-/// After the session ended (and the hub forgot the client): leaves every channel.
+/// When the connection ends (the hub took the client out of its channels; the close
+/// frame is not sent yet): leaves every channel.
 pub async fn closed(front: &PusherFront, mut conn: Conn, client: &Arc<Client>) {
     conn.tenant.connections.fetch_sub(1, Relaxed);
     for channel in &conn.channels {

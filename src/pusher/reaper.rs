@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{kind_of, presence, watchlist, Kind, Pusher};
+use super::{kind_of, presence, watchlist, Kind, Pusher, UserId};
 use crate::broker::Reaped;
 use crate::hub::{Event, Payload};
 
@@ -35,11 +35,12 @@ impl Pusher {
     /// Announces what a dead node left in one channel or room.
     async fn reaped(self: &Arc<Self>, r: Reaped) {
         // The users whose last connection was on the dead node.
-        let gone: Vec<String> = presence::users(&r.removed)
+        let gone: Vec<UserId> = presence::users(&r.removed)
             .into_iter()
-            .filter(|user| !r.rest.iter().any(|m| m.user.as_deref() == Some(user)))
+            .filter(|user| !r.rest.iter().any(|m| m.user.as_deref() == Some(user.key())))
             .collect();
-        if watchlist::reaped(self, &r.channel, &gone).await {
+        let keys: Vec<String> = gone.iter().map(|u| u.key().to_string()).collect();
+        if watchlist::reaped(self, &r.channel, &keys).await {
             return;
         }
         let Some((tenant, channel)) = self.apps.of_hub_channel(&r.channel) else {

@@ -72,7 +72,7 @@ async fn tell_watchers(pusher: &Pusher, tenant: &Tenant, user: &str, name: &str)
     for watcher in presence::users(&watchers) {
         if let Err(e) = pusher
             .hub
-            .publish(&inbox(tenant, &watcher), event.clone())
+            .publish(&inbox(tenant, watcher.key()), event.clone())
             .await
         {
             tracing::warn!(error = %e, "watchlist event not sent");
@@ -87,15 +87,16 @@ pub(super) async fn signed_in(
     client: &Arc<Client>,
     user_data: &Value,
 ) {
-    let Some(user) = conn.user.clone() else {
+    let Some(id) = conn.user.clone() else {
         return;
     };
+    let user = id.key();
     let tenant = conn.tenant.clone();
     let cluster = &pusher.cluster;
-    let me = presence::member(client.id, &user, &Value::Null);
-    match cluster.room_join(&online_room(&tenant, &user), me).await {
-        Ok(members) if presence::only_connection(&members, client.id, &user) => {
-            tell_watchers(pusher, &tenant, &user, "online").await;
+    let me = presence::member(client.id, &id, &Value::Null);
+    match cluster.room_join(&online_room(&tenant, user), me).await {
+        Ok(members) if presence::only_connection(&members, client.id, user) => {
+            tell_watchers(pusher, &tenant, user, "online").await;
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "watchlist: online not recorded"),
@@ -110,7 +111,7 @@ pub(super) async fn signed_in(
         pusher.hub.push(client, error_event(None, &message));
         watched.truncate(MAX_WATCHLIST);
     }
-    let inbox = inbox(&tenant, &user);
+    let inbox = inbox(&tenant, user);
     if !client.is_subscribed(&inbox) && !watched.is_empty() {
         if let Err(e) = pusher
             .hub
@@ -124,7 +125,7 @@ pub(super) async fn signed_in(
     }
     let mut online = Vec::new();
     for w in &watched {
-        let me = presence::member(client.id, &user, &Value::Null);
+        let me = presence::member(client.id, &id, &Value::Null);
         if let Err(e) = cluster.room_join(&watchers_room(&tenant, w), me).await {
             tracing::warn!(error = %e, "watchlist: watcher not recorded");
         }
@@ -158,17 +159,18 @@ pub(super) async fn closed(pusher: &Arc<Pusher>, conn: &mut Conn, client: &Arc<C
             .room_leave(&watchers_room(&tenant, &w), client.id)
             .await;
     }
-    let Some(user) = conn.user.clone() else {
+    let Some(id) = conn.user.clone() else {
         return;
     };
+    let user = id.key();
     // After a close the hub has forgotten the client already; this is for a re-sign-in.
-    pusher.hub.unsubscribe(client, &inbox(&tenant, &user)).await;
+    pusher.hub.unsubscribe(client, &inbox(&tenant, user)).await;
     if let Ok((Some(_), rest)) = cluster
-        .room_leave(&online_room(&tenant, &user), client.id)
+        .room_leave(&online_room(&tenant, user), client.id)
         .await
     {
-        if presence::only_connection(&rest, client.id, &user) {
-            tell_watchers(pusher, &tenant, &user, "offline").await;
+        if presence::only_connection(&rest, client.id, user) {
+            tell_watchers(pusher, &tenant, user, "offline").await;
         }
     }
 }

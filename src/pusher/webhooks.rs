@@ -144,7 +144,7 @@ type Waiting = Vec<(Instant, String, Job)>;
 /// What the worker does with a job before batching: a leave waits behind a held marker;
 /// a join whose leave is still waiting takes its marker and goes nowhere.
 async fn admit(cluster: &dyn Cluster, waiting: &mut Waiting, job: Job) -> Option<Job> {
-    let delay = job.tenant.app.webhook_delay_ms;
+    let delay = u64::try_from(job.tenant.app.webhook_delay_ms.as_millis()).unwrap_or(u64::MAX);
     let Some((leave, key)) = pair_key(&job.tenant.app.id, &job.event).filter(|_| delay > 0) else {
         return Some(job);
     };
@@ -158,7 +158,9 @@ async fn admit(cluster: &dyn Cluster, waiting: &mut Waiting, job: Job) -> Option
     if waiting.len() >= QUEUE {
         return Some(job);
     }
-    let _ = cluster.hold(&key, 2 * delay + 10_000).await;
+    let _ = cluster
+        .hold(&key, delay.saturating_mul(2).saturating_add(10_000))
+        .await;
     waiting.push((Instant::now() + Duration::from_millis(delay), key, job));
     None
 }
@@ -247,7 +249,7 @@ fn collect(batches: &mut HashMap<(String, String), Batch>, Job { tenant, event }
             tenant: tenant.clone(),
             url: hook.url.clone(),
             events: Vec::new(),
-            due: Instant::now() + Duration::from_millis(hook.batch_ms),
+            due: Instant::now() + hook.batch_ms.get(),
         });
         batch.events.push(event.clone());
     }

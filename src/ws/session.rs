@@ -45,7 +45,8 @@ pub struct Session<T, F: Front> {
     stream: Arc<T>,
     client: Arc<Client>,
     front: F,
-    conn: F::Conn,
+    /// The front's state; taken when the connection leaves (before its close frame).
+    conn: Option<F::Conn>,
     decoder: Decoder,
     pending: VecDeque<Bytes>,
     _permit: Permit,
@@ -61,7 +62,7 @@ impl<T: Transport, F: Front> Session<T, F> {
             stream,
             client,
             front,
-            conn,
+            conn: Some(conn),
             decoder,
             pending: VecDeque::new(),
             _permit: permit,
@@ -81,16 +82,20 @@ impl<T: Transport, F: Front> Session<T, F> {
         async move {
             let end = self.serve().await;
             tracing::debug!(client = %self.client.id, ?end, "session ends");
-            // Futures used once or rarely are boxed: an idle session's task stays small.
+            // From here on only the session writes (and the socket closes with it).
+            self.client.detach();
+            // Leave before the close frame goes out (issue #14 item 7): by the time the
+            // client sees it, its channels, presence rooms and occupancy are updated, so
+            // an API query made then is already true.
+            // It stays registered (and counted) until its socket is done with.
+            let hub = &self.front.app().hub.clone();
+            if let Some(conn) = self.conn.take() {
+                hub.leave_all(&self.client).await;
+                // Futures used once or rarely are boxed: an idle session's task stays small.
+                Box::pin(self.front.closed(conn, &self.client)).await;
+            }
             Box::pin(self.finish(end)).await;
-            let Session {
-                client,
-                front,
-                conn,
-                ..
-            } = self;
-            front.app().hub.disconnect(&client).await;
-            Box::pin(front.closed(conn, &client)).await;
+            hub.disconnect(&self.client).await;
         }
     }
 
@@ -209,9 +214,8 @@ impl<T: Transport, F: Front> Session<T, F> {
                 Incoming::Close(code) => return Some(End::ClientClosed(code)),
             };
             let front = &self.front;
-            if let Some(close) =
-                Box::pin(front.message(&mut self.conn, &self.client, payload)).await
-            {
+            let conn = self.conn.as_mut()?;
+            if let Some(close) = Box::pin(front.message(conn, &self.client, payload)).await {
                 return Some(End::Close(close));
             }
         }
@@ -237,8 +241,6 @@ impl<T: Transport, F: Front> Session<T, F> {
 
     /// Sends the closing frames the way the connection ended.
     async fn finish(&mut self, end: End) {
-        // From here on only the session writes (and the socket closes with it).
-        self.client.detach();
         match end {
             End::Gone => {}
             End::Close(Close { code: None, .. }) => {}
@@ -260,7 +262,7 @@ impl<T: Transport, F: Front> Session<T, F> {
                     // The client is not reading: what is queued is given up, not waited
                     // for, except the rest of a frame already partly written (issue #12).
                     self.client.give_up(&mut self.pending);
-                    Duration::from_secs(self.front.app().config.slow_close_grace)
+                    self.front.app().config.slow_close_grace.get()
                 } else {
                     // Flush what was queued before the close (e.g. the error replies).
                     self.client.drain(&mut self.pending);

@@ -221,7 +221,8 @@ test("HTTP queries: channels, channel info, users", async () => {
   const presence = await (
     await sdk.get({ path: "/channels", params: { filter_by_prefix: "presence-q", info: "user_count" } })
   ).json();
-  assert.deepEqual(presence, { channels: { "presence-q": { user_count: 1 } } });
+  // issue #14 item 2: occupied and subscription_count come without asking.
+  assert.deepEqual(presence, { channels: { "presence-q": { occupied: true, subscription_count: 1, user_count: 1 } } });
   const info = await (
     await sdk.get({ path: "/channels/q-public", params: { info: "subscription_count" } })
   ).json();

@@ -104,9 +104,25 @@ class PythonSdk(unittest.TestCase):
         info = self.sdk.channel_info("presence-py", ["user_count", "subscription_count"])
         self.assertEqual(info, {"occupied": True, "user_count": 2, "subscription_count": 2})
         listed = self.sdk.channels_info(prefix_filter="presence-py", attributes=["user_count"])
-        self.assertEqual(listed, {"channels": {"presence-py": {"user_count": 2}}})
+        # issue #14 item 2: occupied and subscription_count come without asking.
+        self.assertEqual(listed, {"channels": {"presence-py": {
+            "occupied": True, "subscription_count": 2, "user_count": 2}}})
         self.assertEqual(self.sdk.users_info("presence-py"),
                          {"users": [{"id": "ann"}, {"id": "ben"}]})
+
+    def test_integer_user_ids_and_counts_without_asking(self):
+        # issue #14 items 2 and 3: ids signed as integers come back as integers.
+        a, b = Client(self.server), Client(self.server)
+        a.subscribe(self.sdk, "presence-int", {"user_id": 1, "user_info": {"n": 1}})
+        ok = b.subscribe(self.sdk, "presence-int", {"user_id": 2})
+        self.assertEqual(json.loads(ok["data"])["presence"]["ids"], [1, 2])
+        added = a.expect("pusher_internal:member_added")
+        self.assertEqual(json.loads(added["data"])["user_id"], 2)
+        self.assertEqual(self.sdk.users_info("presence-int"), {"users": [{"id": 1}, {"id": 2}]})
+        self.assertEqual(self.sdk.channel_info("presence-int"),
+                         {"occupied": True, "subscription_count": 2, "user_count": 2})
+        self.assertEqual(self.sdk.channels_info(prefix_filter="presence-int"),
+                         {"channels": {"presence-int": {"occupied": True, "subscription_count": 2}}})
 
     def test_terminate_user_connections(self):
         c = Client(self.server)
