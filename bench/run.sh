@@ -6,6 +6,7 @@
 #   bench/run.sh                                   # everything, 3 runs each
 #   RUNS=1 SERVERS="wspush uws" CASES="fanout1k echo100" bench/run.sh
 #   SERVERS="wspush-pusher soketi sockudo" CASES="fanout1k idle10k fanout10k" bench/run.sh
+#   CASES="mid1k100 mid1k1500 fanout10k10 traffic10k" bench/run.sh   # issue 18's cases
 #
 # Servers: wspush (native /ws), ws and uws (bench/anchors), wspush-pusher (wspush's Pusher
 # front: subscribe by Pusher protocol 7, publish by signed POST /apps/1/events), soketi
@@ -34,6 +35,11 @@ if [ ! -d bench/anchors/node_modules ]; then
   (cd bench/anchors && npm ci --no-audit --no-fund --silent)
 fi
 mkdir -p "$(dirname "$OUT")"
+# How this kernel accounts softirq time (the bench splits it out of the server's CPU).
+SOFTIRQ=charged
+if zcat /proc/config.gz 2>/dev/null | grep -q '^CONFIG_IRQ_TIME_ACCOUNTING=y'; then
+  SOFTIRQ=separate
+fi
 
 # start_server NAME CASE: starts it pinned; sets PID and ADDR.
 start_server() {
@@ -107,6 +113,12 @@ case_args() {
     idlemax) echo "idle --connections 19900 --settle 5 --source-ips 4" ;;
     fanout10k) echo "fanout --connections 10000 --rate 100 --messages 1000 --payload 128 --drain-timeout 60" ;;
     echo100) echo "echo --clients 100 --duration 10 --payload 128" ;;
+    # issue 18: mid rates, where nothing is saturated (latency from the intended send).
+    mid1k100) echo "fanout --connections 1000 --rate 100 --messages 1500 --duration 30 --payload 128 --drain-timeout 30" ;;
+    mid1k1500) echo "fanout --connections 1000 --rate 1500 --messages 22500 --duration 30 --payload 128 --drain-timeout 30" ;;
+    fanout10k10) echo "fanout --connections 10000 --rate 10 --messages 300 --duration 60 --payload 128 --drain-timeout 60" ;;
+    # issue 18: idle memory, then memory after 1,000 messages once idle again.
+    traffic10k) echo "idle --connections 10000 --settle 5 --messages 1000 --rate 100 --payload 128" ;;
     *) echo "unknown case $1" >&2; exit 64 ;;
   esac
 }
@@ -162,7 +174,8 @@ for case_name in $CASES; do
       p0=$(proc_ticks "$PID")
       # shellcheck disable=SC2046
       line=$(taskset -c "$CLIENT_CPU" "$BIN" bench $(case_args "$case_name") \
-        $(target_args "$server" "$case_name") --server-pid "$PID" --label "$server" \
+        $(target_args "$server" "$case_name") --server-pid "$PID" --server-cpu "$SERVER_CPU" \
+        --softirq-accounting "$SOFTIRQ" --label "$server" \
         | tee /dev/stderr | tail -1) || line='{"error":"bench failed"}'
       p1=$(proc_ticks "$PID")
       read -r s_busy1 s_soft1 < <(cpu_ticks "$SERVER_CPU")
