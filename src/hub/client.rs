@@ -37,6 +37,15 @@ pub enum Pushed {
     Closed,
 }
 
+/// What one fan-out flush wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flushed {
+    /// Bytes written.
+    pub bytes: usize,
+    /// Whole frames written.
+    pub frames: usize,
+}
+
 /// Frames handed to one `writev`.
 pub const MAX_IOV: usize = 256;
 
@@ -231,21 +240,23 @@ impl Client {
     /// The fan-out flush: writes the queued frames straight to the socket when the
     /// session is parked with nothing of its own to write; otherwise (the socket is
     /// backed up, a close is due, or a write fell short) wakes the session to carry on.
-    /// The bytes written.
-    pub fn flush(&self) -> usize {
+    /// What was written.
+    pub fn flush(&self) -> Flushed {
         let mut guard = self.outbox.lock();
         let out = &mut *guard;
         if out.busy || (out.queue.is_empty() && out.close.is_none()) {
             // The session is on it already, or there is nothing to write.
-            return 0;
+            return Flushed::default();
         }
         let (Some(writer), None) = (&out.writer, out.close) else {
             drop(guard);
             self.notify();
-            return 0;
+            return Flushed::default();
         };
+        let queued = out.queue.len();
         let written = write_frames(&**writer, &mut out.queue, &mut out.mid_frame);
         let done = out.queue.is_empty();
+        let frames = queued - out.queue.len();
         if done {
             out.bytes = 0;
             if out.queue.capacity() > 64 {
@@ -259,7 +270,10 @@ impl Client {
         if !done {
             self.notify();
         }
-        written.unwrap_or(0)
+        Flushed {
+            bytes: written.unwrap_or(0),
+            frames,
+        }
     }
 
     /// The session's write step: when it holds nothing, it takes the queue (unless a
@@ -491,7 +505,7 @@ mod tests {
         c.attach(socket.clone());
         c.push(Bytes::from(vec![1u8; 100]));
         c.push(Bytes::from(vec![2u8; 100]));
-        assert_eq!(c.flush(), 150, "one frame and a half written");
+        assert_eq!(c.flush().bytes, 150, "one frame and a half written");
         let pushed: Vec<_> = (0..10)
             .map(|_| c.push(Bytes::from(vec![3u8; 100])))
             .collect();
