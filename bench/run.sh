@@ -8,7 +8,8 @@
 #   SERVERS="wspush-pusher soketi sockudo" CASES="fanout1k idle10k fanout10k" bench/run.sh
 #   CASES="mid1k100 mid1k1500 fanout10k10 traffic10k" bench/run.sh   # issue 18's cases
 #
-# Servers: wspush (native /ws), ws and uws (bench/anchors), wspush-pusher (wspush's Pusher
+# Servers: wspush (native /ws), wspush-lowmem (the same with mimalloc's lazy commit and
+# immediate purge: MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0), ws and uws (bench/anchors), wspush-pusher (wspush's Pusher
 # front: subscribe by Pusher protocol 7, publish by signed POST /apps/1/events), soketi
 # and sockudo (bench/anchors/pusher, installed by its install.sh; same Pusher workload).
 # echo100 is skipped for the Pusher servers (the protocol has no echo).
@@ -31,7 +32,8 @@ if [ -z "$BIN" ]; then
   cargo build --profile bench-bin --quiet
   BIN=target/bench-bin/wspush
 fi
-if [ ! -d bench/anchors/node_modules ]; then
+# The Node anchors need their modules (not when only wspush is measured).
+if [ ! -d bench/anchors/node_modules ] && [[ " $SERVERS " =~ \ (ws|uws)\  ]]; then
   (cd bench/anchors && npm ci --no-audit --no-fund --silent)
 fi
 mkdir -p "$(dirname "$OUT")"
@@ -45,11 +47,18 @@ fi
 start_server() {
   local log
   log=$(mktemp)
+  local extra=()
+  [ "$2" = echo100 ] && extra=(--upstream echo)
   case $1 in
     wspush)
-      local extra=()
-      [ "$2" = echo100 ] && extra=(--upstream echo)
       taskset -c "$SERVER_CPU" "$BIN" serve --listen 127.0.0.1:9100 --quiet --no-console \
+        "${extra[@]}" </dev/null >"$log" 2>&1 &
+      ;;
+    wspush-lowmem)
+      # wspush with mimalloc told to commit arena memory lazily and give freed pages back
+      # at once (issue 18: memory per connection; measure its CPU cost against wspush).
+      MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0 \
+        taskset -c "$SERVER_CPU" "$BIN" serve --listen 127.0.0.1:9106 --quiet --no-console \
         "${extra[@]}" </dev/null >"$log" 2>&1 &
       ;;
     wspush-pusher)
@@ -96,12 +105,12 @@ target_args() {
     return
   fi
   case $1 in
-    wspush) sub=(--server "$ADDR") ;;
+    wspush|wspush-lowmem) sub=(--server "$ADDR") ;;
     *) sub=(--url "ws://$ADDR/ws" --publish-url "http://$ADDR/publish" --publish-format raw) ;;
   esac
   # echo does not publish; idle does not either.
   case $2 in
-    idle*|echo*) [ "$1" = wspush ] && sub=(--server "$ADDR") || sub=(--url "ws://$ADDR/ws") ;;
+    idle*|echo*) [[ $1 = wspush || $1 = wspush-lowmem ]] && sub=(--server "$ADDR") || sub=(--url "ws://$ADDR/ws") ;;
   esac
   echo "${sub[@]}"
 }

@@ -259,9 +259,9 @@ impl Client {
         let frames = queued - out.queue.len();
         if done {
             out.bytes = 0;
-            if out.queue.capacity() > 64 {
-                out.queue = VecDeque::new();
-            }
+            // An idle client keeps no queue (issue #18 item 4: a 64-slot queue kept
+            // after traffic is 2 KiB); the next push allocates a small one again.
+            out.queue = VecDeque::new();
         } else {
             // Backed up (or failed): the session takes over, waiting for the socket.
             out.busy = true;
@@ -306,8 +306,11 @@ impl Client {
             }
         }
         out.busy = false;
-        if pending.capacity() > 64 {
-            *pending = VecDeque::new();
+        // Nothing held: neither the session nor the outbox keeps a buffer (the swap
+        // above may have left either one with the other's).
+        *pending = VecDeque::new();
+        if out.queue.is_empty() {
+            out.queue = VecDeque::new();
         }
         Ok((total, None))
     }
@@ -541,6 +544,33 @@ mod tests {
         c.give_up(&mut pending);
         assert_eq!(pending.len(), 1);
         assert_eq!(&pending[0][..], &[1u8; 70][..]);
+    }
+
+    // issue #18 item 4: once everything queued is written, neither the outbox nor the
+    // session holds a buffer (a client that had traffic and went idle costs what an
+    // idle one does).
+    #[test]
+    fn a_drained_client_keeps_no_queue_buffers() {
+        let c = client();
+        let socket = Arc::new(Socket {
+            room: Mutex::new(usize::MAX),
+            got: Mutex::default(),
+        });
+        c.attach(socket.clone());
+        for _ in 0..50 {
+            c.push(Bytes::from_static(b"x"));
+        }
+        assert!(c.outbox.lock().queue.capacity() >= 50);
+        assert_eq!(c.flush().frames, 50);
+        assert_eq!(c.outbox.lock().queue.capacity(), 0, "the flusher's path");
+        for _ in 0..50 {
+            c.push(Bytes::from_static(b"y"));
+        }
+        let mut pending = VecDeque::with_capacity(16);
+        let (written, close) = c.write_step(&mut pending, &*socket).unwrap();
+        assert_eq!((written, close), (50, None));
+        assert_eq!(pending.capacity(), 0, "the session's path");
+        assert_eq!(c.outbox.lock().queue.capacity(), 0);
     }
 
     #[test]

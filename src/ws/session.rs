@@ -89,7 +89,9 @@ impl<T: Transport, F: Front> Session<T, F> {
                 conn,
                 ..
             } = self;
-            front.app().hub.disconnect(&client).await;
+            // Boxed too: inline, the hub's disconnect future would widen every state of
+            // this one, the idle state included (issue #18 item 4).
+            Box::pin(front.app().hub.disconnect(&client)).await;
             Box::pin(front.closed(conn, &client)).await;
         }
     }

@@ -270,7 +270,10 @@ pub async fn start_session<F: Front>(
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let session = Session::new(parts.io.into_inner(), client, front, conn, permit);
-            tracker.spawn(session.run(parts.read_buf));
+            let task = session.run(parts.read_buf);
+            // What an idle connection mostly is (issue #18 item 4: see ws/sizes.rs).
+            tracing::trace!(bytes = std::mem::size_of_val(&task), "session task");
+            tracker.spawn(task);
             return;
         }
         Err(upgraded) => upgraded,
