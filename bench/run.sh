@@ -6,8 +6,10 @@
 #   bench/run.sh                                   # everything, 3 runs each
 #   RUNS=1 SERVERS="wspush uws" CASES="fanout1k echo100" bench/run.sh
 #   SERVERS="wspush-pusher soketi sockudo" CASES="fanout1k idle10k fanout10k" bench/run.sh
+#   CASES="mid1k100 mid1k1500 fanout10k10 traffic10k" bench/run.sh   # issue 18's cases
 #
-# Servers: wspush (native /ws), ws and uws (bench/anchors), wspush-pusher (wspush's Pusher
+# Servers: wspush (native /ws), wspush-lowmem (the same with mimalloc's lazy commit and
+# immediate purge: MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0), ws and uws (bench/anchors), wspush-pusher (wspush's Pusher
 # front: subscribe by Pusher protocol 7, publish by signed POST /apps/1/events), soketi
 # and sockudo (bench/anchors/pusher, installed by its install.sh; same Pusher workload).
 # echo100 is skipped for the Pusher servers (the protocol has no echo).
@@ -30,20 +32,33 @@ if [ -z "$BIN" ]; then
   cargo build --profile bench-bin --quiet
   BIN=target/bench-bin/wspush
 fi
-if [ ! -d bench/anchors/node_modules ]; then
+# The Node anchors need their modules (not when only wspush is measured).
+if [ ! -d bench/anchors/node_modules ] && [[ " $SERVERS " =~ \ (ws|uws)\  ]]; then
   (cd bench/anchors && npm ci --no-audit --no-fund --silent)
 fi
 mkdir -p "$(dirname "$OUT")"
+# How this kernel accounts softirq time (the bench splits it out of the server's CPU).
+SOFTIRQ=charged
+if zcat /proc/config.gz 2>/dev/null | grep -q '^CONFIG_IRQ_TIME_ACCOUNTING=y'; then
+  SOFTIRQ=separate
+fi
 
 # start_server NAME CASE: starts it pinned; sets PID and ADDR.
 start_server() {
   local log
   log=$(mktemp)
+  local extra=()
+  [ "$2" = echo100 ] && extra=(--upstream echo)
   case $1 in
     wspush)
-      local extra=()
-      [ "$2" = echo100 ] && extra=(--upstream echo)
       taskset -c "$SERVER_CPU" "$BIN" serve --listen 127.0.0.1:9100 --quiet --no-console \
+        "${extra[@]}" </dev/null >"$log" 2>&1 &
+      ;;
+    wspush-lowmem)
+      # wspush with mimalloc told to commit arena memory lazily and give freed pages back
+      # at once (issue 18: memory per connection; measure its CPU cost against wspush).
+      MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0 \
+        taskset -c "$SERVER_CPU" "$BIN" serve --listen 127.0.0.1:9106 --quiet --no-console \
         "${extra[@]}" </dev/null >"$log" 2>&1 &
       ;;
     wspush-pusher)
@@ -90,12 +105,12 @@ target_args() {
     return
   fi
   case $1 in
-    wspush) sub=(--server "$ADDR") ;;
+    wspush|wspush-lowmem) sub=(--server "$ADDR") ;;
     *) sub=(--url "ws://$ADDR/ws" --publish-url "http://$ADDR/publish" --publish-format raw) ;;
   esac
   # echo does not publish; idle does not either.
   case $2 in
-    idle*|echo*) [ "$1" = wspush ] && sub=(--server "$ADDR") || sub=(--url "ws://$ADDR/ws") ;;
+    idle*|echo*) [[ $1 = wspush || $1 = wspush-lowmem ]] && sub=(--server "$ADDR") || sub=(--url "ws://$ADDR/ws") ;;
   esac
   echo "${sub[@]}"
 }
@@ -107,6 +122,12 @@ case_args() {
     idlemax) echo "idle --connections 19900 --settle 5 --source-ips 4" ;;
     fanout10k) echo "fanout --connections 10000 --rate 100 --messages 1000 --payload 128 --drain-timeout 60" ;;
     echo100) echo "echo --clients 100 --duration 10 --payload 128" ;;
+    # issue 18: mid rates, where nothing is saturated (latency from the intended send).
+    mid1k100) echo "fanout --connections 1000 --rate 100 --messages 1500 --duration 30 --payload 128 --drain-timeout 30" ;;
+    mid1k1500) echo "fanout --connections 1000 --rate 1500 --messages 22500 --duration 30 --payload 128 --drain-timeout 30" ;;
+    fanout10k10) echo "fanout --connections 10000 --rate 10 --messages 300 --duration 60 --payload 128 --drain-timeout 60" ;;
+    # issue 18: idle memory, then memory after 1,000 messages once idle again.
+    traffic10k) echo "idle --connections 10000 --settle 5 --messages 1000 --rate 100 --payload 128" ;;
     *) echo "unknown case $1" >&2; exit 64 ;;
   esac
 }
@@ -162,7 +183,8 @@ for case_name in $CASES; do
       p0=$(proc_ticks "$PID")
       # shellcheck disable=SC2046
       line=$(taskset -c "$CLIENT_CPU" "$BIN" bench $(case_args "$case_name") \
-        $(target_args "$server" "$case_name") --server-pid "$PID" --label "$server" \
+        $(target_args "$server" "$case_name") --server-pid "$PID" --server-cpu "$SERVER_CPU" \
+        --softirq-accounting "$SOFTIRQ" --label "$server" \
         | tee /dev/stderr | tail -1) || line='{"error":"bench failed"}'
       p1=$(proc_ticks "$PID")
       read -r s_busy1 s_soft1 < <(cpu_ticks "$SERVER_CPU")

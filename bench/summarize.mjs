@@ -15,6 +15,19 @@ const runs = lines.map((l) => JSON.parse(l.replaceAll('":,', '":null,')));
 const M = (x) => (x / 1e6).toFixed(2) + ' M';
 const k = (x) => (x / 1e3).toFixed(1) + ' k';
 const ms = (us) => (us >= 1e6 ? (us / 1e6).toFixed(2) + ' s' : (us / 1e3).toFixed(1) + ' ms');
+// A fixed-rate fanout: latency, cost per delivery with and without softirq, rate kept.
+const midRate = () => [
+  ['latency p50 (from intended send)', (r) => r.latency_us.p50, ms],
+  ['latency p99 (from intended send)', (r) => r.latency_us.p99, ms],
+  ['latency max', (r) => r.latency_us.max, ms],
+  ['server CPU per delivery (µs), with softirq', (r) => (r.server_cpu_s / r.delivered) * 1e6, (x) => x.toFixed(3)],
+  ['server CPU per delivery (µs), without softirq', (r) => (r.server_cpu_without_softirq_s / r.delivered) * 1e6, (x) => x.toFixed(3)],
+  ['server user (CPU-s)', (r) => r.server_user_s, (x) => x.toFixed(2)],
+  ['server system (CPU-s)', (r) => r.server_system_s, (x) => x.toFixed(2)],
+  ['achieved publish rate (msg/s)', (r) => r.achieved_rate, (x) => x.toFixed(0)],
+  ['runs that missed the rate', (r) => (r.rate_missed ? 1 : 0), String],
+  ['lost / gaps / duplicates / reordered', (r) => r.lost + r.gaps + r.duplicates + r.out_of_order, String],
+];
 const figures = {
   fanout1k: [
     ['deliveries per server CPU-s', (r) => r.deliveries_per_server_cpu_s, M],
@@ -43,6 +56,16 @@ const figures = {
     ['deliveries per server CPU-s', (r) => r.deliveries_per_server_cpu_s, M],
     ['server CPU busy (CPU-s / s)', (r) => r.server_cpu_s / r.elapsed_s, (x) => x.toFixed(2)],
     ['generator busy (CPU-s / s)', (r) => r.client_cpu_s / r.elapsed_s, (x) => x.toFixed(2)],
+  ],
+  // issue #18: mid rates (latency from the intended send time), the softirq split, the
+  // rate achieved, and memory after traffic.
+  mid1k100: midRate(),
+  mid1k1500: midRate(),
+  fanout10k10: midRate(),
+  traffic10k: [
+    ['KiB per connection, idle', (r) => r.kib_per_connection, (x) => x.toFixed(2)],
+    ['KiB per connection after 1,000 messages', (r) => r.kib_per_connection_after_traffic, (x) => x.toFixed(2)],
+    ['deliveries lost', (r) => r.traffic_expected - r.traffic_delivered, String],
   ],
   echo100: [
     ['round trips per server CPU-s', (r) => r.round_trips_per_server_cpu_s, k],

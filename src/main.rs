@@ -7,6 +7,11 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use wspush::config::Config;
 use wspush::server::{self, ConsoleMode};
 
+/// mimalloc, not the system allocator (issue #18 item 4: idle memory per connection,
+/// and memory given back after traffic).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `wspush --version`: the crate version and the git commit it was built from (build.rs).
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),

@@ -62,8 +62,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         );
     }
     let connected = opened.conns.len();
-    let pid = target.server_pid;
-    let cpu_before = pid.and_then(|p| sys::cpu_seconds(Some(p)));
+    let window = super::cpu::Window::start(target);
     let own_before = sys::cpu_seconds(None);
     let shared = Rc::new(Shared::default());
     let start = Instant::now();
@@ -81,15 +80,11 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         let _ = task.await;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let server_cpu = pid
-        .and_then(|p| sys::cpu_seconds(Some(p)))
-        .zip(cpu_before)
-        .map(|(a, b)| a - b);
+    let server_cpu = window.stop();
     let own_cpu = sys::cpu_seconds(None).zip(own_before).map(|(a, b)| a - b);
 
     let done = shared.done.get();
     let per_second = done as f64 / elapsed.max(1e-9);
-    let per_cpu = server_cpu.filter(|&c| c > 0.0).map(|c| done as f64 / c);
     let latency = shared.latency.borrow().clone();
 
     let mut r = Report::new("echo", target, &ws_url);
@@ -104,12 +99,6 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     );
     r.row("round trips/s", si(per_second));
     r.row("latency", latency.summary());
-    if let Some(cpu) = server_cpu {
-        r.row("server CPU", format!("{cpu:.2} s"));
-    }
-    if let Some(per_cpu) = per_cpu {
-        r.row("round trips per server CPU-s", si(per_cpu));
-    }
     if let Some(own) = own_cpu {
         r.row("generator CPU", format!("{own:.2} s"));
     }
@@ -125,8 +114,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     r.field("elapsed_s", round(elapsed, 3));
     r.field("round_trips_per_s", round(per_second, 0));
     r.field("latency_us", latency.json_us());
-    r.field("server_cpu_s", server_cpu.map(|c| round(c, 2)));
-    r.field("round_trips_per_server_cpu_s", per_cpu.map(|c| round(c, 0)));
+    if let Some(cpu) = server_cpu {
+        cpu.report(&mut r, done, "round_trips");
+    }
     r.field("client_cpu_s", own_cpu.map(|c| round(c, 2)));
     Ok(r)
 }

@@ -14,10 +14,13 @@
 //!   loss, order, deliveries/s, latency, deliveries per server CPU-second.
 //! - [`echo`]: C clients doing sequential round trips: round trips/s, latency, per CPU-s.
 
+mod check;
+mod cpu;
 pub mod echo;
 pub mod fanout;
 mod http;
 pub mod idle;
+mod publish;
 mod sse;
 mod stats;
 mod sys;
@@ -85,6 +88,14 @@ pub struct Target {
     /// The Pusher app (`--protocol pusher`, `--publish-format pusher`).
     #[command(flatten)]
     pub app: PusherApp,
+    /// The CPU the server is pinned to, whose softirq time is measured [default: the
+    /// server's CPU when its affinity is exactly one].
+    #[arg(long)]
+    pub server_cpu: Option<usize>,
+    /// How the kernel accounts softirq time: `charged` to the interrupted process
+    /// (tick-based accounting) or `separate` (`CONFIG_IRQ_TIME_ACCOUNTING=y`).
+    #[arg(long, value_enum, default_value_t = cpu::SoftirqAccounting::Charged)]
+    pub softirq_accounting: cpu::SoftirqAccounting,
 }
 
 /// How a subscriber joins its channel.
@@ -281,6 +292,8 @@ mod tests {
                 app_key: "k".into(),
                 app_secret: "s".into(),
             },
+            server_cpu: None,
+            softirq_accounting: cpu::SoftirqAccounting::Charged,
         };
         let mut r = Report::new("fanout", &target, "ws://h:1/ws");
         r.field("n", 3);

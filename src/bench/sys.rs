@@ -26,21 +26,71 @@ fn proc_dir(pid: Option<u32>) -> String {
     }
 }
 
+/// A process's CPU time so far, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcCpu {
+    /// User time.
+    pub user: f64,
+    /// System (kernel) time.
+    pub system: f64,
+}
+
 /// CPU seconds (user + system) a process has used so far.
 pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    proc_cpu(pid).map(|c| c.user + c.system)
+}
+
+/// A process's user and system CPU time so far.
+pub fn proc_cpu(pid: Option<u32>) -> Option<ProcCpu> {
     let stat = std::fs::read_to_string(format!("{}/stat", proc_dir(pid))).ok()?;
     parse_cpu(&stat)
 }
 
-/// utime + stime from the text of /proc/PID/stat, in seconds.
-fn parse_cpu(stat: &str) -> Option<f64> {
+/// utime and stime from the text of /proc/PID/stat, in seconds.
+fn parse_cpu(stat: &str) -> Option<ProcCpu> {
     // The command name may hold spaces and parentheses: fields restart after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state); utime and stime are fields 14 and 15.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / CLK_TCK)
+    Some(ProcCpu {
+        user: utime as f64 / CLK_TCK,
+        system: stime as f64 / CLK_TCK,
+    })
+}
+
+/// Seconds CPU `cpu` has spent in softirq so far (/proc/stat; on loopback that is
+/// mostly the receive work of the packets sent from that core).
+pub fn softirq_seconds(cpu: usize) -> Option<f64> {
+    parse_softirq(&std::fs::read_to_string("/proc/stat").ok()?, cpu)
+}
+
+fn parse_softirq(stat: &str, cpu: usize) -> Option<f64> {
+    let name = format!("cpu{cpu}");
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    // cpuN user nice system idle iowait irq softirq steal ...
+    let ticks: u64 = line.split_whitespace().nth(7)?.parse().ok()?;
+    Some(ticks as f64 / CLK_TCK)
+}
+
+/// The CPU a process is pinned to, when its affinity is exactly one CPU.
+pub fn pinned_cpu(pid: u32) -> Option<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_pinned(&status)
+}
+
+fn parse_pinned(status: &str) -> Option<usize> {
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+        .trim();
+    // A single CPU is `N` (or `N-N`); a list or a real range is not pinned to one.
+    let (a, b) = list.split_once('-').unwrap_or((list, list));
+    let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+    (a == b).then_some(a)
 }
 
 /// A `Vm*` line of /proc/PID/status (e.g. `VmRSS`, `VmHWM`), in KiB.
@@ -63,7 +113,26 @@ mod tests {
     #[test]
     fn parses_stat_with_odd_command_name() {
         let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1 2 3";
-        assert_eq!(parse_cpu(stat), Some(3.0));
+        let cpu = parse_cpu(stat).unwrap();
+        assert_eq!((cpu.user, cpu.system), (2.5, 0.5));
+    }
+
+    #[test]
+    fn parses_softirq_of_one_cpu() {
+        let stat =
+            "cpu  9 9 9 9 9 9 99 0 0 0\ncpu0 1 2 3 4 5 6 250 8 0 0\ncpu1 1 2 3 4 5 6 70 8 0 0\n";
+        assert_eq!(parse_softirq(stat, 0), Some(2.5));
+        assert_eq!(parse_softirq(stat, 1), Some(0.7));
+        assert_eq!(parse_softirq(stat, 2), None);
+    }
+
+    #[test]
+    fn pinned_only_to_a_single_cpu() {
+        let status = |list: &str| format!("Name:\tx\nCpus_allowed_list:\t{list}\n");
+        assert_eq!(parse_pinned(&status("0")), Some(0));
+        assert_eq!(parse_pinned(&status("3-3")), Some(3));
+        assert_eq!(parse_pinned(&status("0-1")), None);
+        assert_eq!(parse_pinned(&status("0,2")), None);
     }
 
     #[test]

@@ -37,6 +37,15 @@ pub enum Pushed {
     Closed,
 }
 
+/// What one fan-out flush wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flushed {
+    /// Bytes written.
+    pub bytes: usize,
+    /// Whole frames written.
+    pub frames: usize,
+}
+
 /// Frames handed to one `writev`.
 pub const MAX_IOV: usize = 256;
 
@@ -231,26 +240,28 @@ impl Client {
     /// The fan-out flush: writes the queued frames straight to the socket when the
     /// session is parked with nothing of its own to write; otherwise (the socket is
     /// backed up, a close is due, or a write fell short) wakes the session to carry on.
-    /// The bytes written.
-    pub fn flush(&self) -> usize {
+    /// What was written.
+    pub fn flush(&self) -> Flushed {
         let mut guard = self.outbox.lock();
         let out = &mut *guard;
         if out.busy || (out.queue.is_empty() && out.close.is_none()) {
             // The session is on it already, or there is nothing to write.
-            return 0;
+            return Flushed::default();
         }
         let (Some(writer), None) = (&out.writer, out.close) else {
             drop(guard);
             self.notify();
-            return 0;
+            return Flushed::default();
         };
+        let queued = out.queue.len();
         let written = write_frames(&**writer, &mut out.queue, &mut out.mid_frame);
         let done = out.queue.is_empty();
+        let frames = queued - out.queue.len();
         if done {
             out.bytes = 0;
-            if out.queue.capacity() > 64 {
-                out.queue = VecDeque::new();
-            }
+            // An idle client keeps no queue (issue #18 item 4: a 64-slot queue kept
+            // after traffic is 2 KiB); the next push allocates a small one again.
+            out.queue = VecDeque::new();
         } else {
             // Backed up (or failed): the session takes over, waiting for the socket.
             out.busy = true;
@@ -259,7 +270,10 @@ impl Client {
         if !done {
             self.notify();
         }
-        written.unwrap_or(0)
+        Flushed {
+            bytes: written.unwrap_or(0),
+            frames,
+        }
     }
 
     /// The session's write step: when it holds nothing, it takes the queue (unless a
@@ -292,8 +306,11 @@ impl Client {
             }
         }
         out.busy = false;
-        if pending.capacity() > 64 {
-            *pending = VecDeque::new();
+        // Nothing held: neither the session nor the outbox keeps a buffer (the swap
+        // above may have left either one with the other's).
+        *pending = VecDeque::new();
+        if out.queue.is_empty() {
+            out.queue = VecDeque::new();
         }
         Ok((total, None))
     }
@@ -491,7 +508,7 @@ mod tests {
         c.attach(socket.clone());
         c.push(Bytes::from(vec![1u8; 100]));
         c.push(Bytes::from(vec![2u8; 100]));
-        assert_eq!(c.flush(), 150, "one frame and a half written");
+        assert_eq!(c.flush().bytes, 150, "one frame and a half written");
         let pushed: Vec<_> = (0..10)
             .map(|_| c.push(Bytes::from(vec![3u8; 100])))
             .collect();
@@ -527,6 +544,33 @@ mod tests {
         c.give_up(&mut pending);
         assert_eq!(pending.len(), 1);
         assert_eq!(&pending[0][..], &[1u8; 70][..]);
+    }
+
+    // issue #18 item 4: once everything queued is written, neither the outbox nor the
+    // session holds a buffer (a client that had traffic and went idle costs what an
+    // idle one does).
+    #[test]
+    fn a_drained_client_keeps_no_queue_buffers() {
+        let c = client();
+        let socket = Arc::new(Socket {
+            room: Mutex::new(usize::MAX),
+            got: Mutex::default(),
+        });
+        c.attach(socket.clone());
+        for _ in 0..50 {
+            c.push(Bytes::from_static(b"x"));
+        }
+        assert!(c.outbox.lock().queue.capacity() >= 50);
+        assert_eq!(c.flush().frames, 50);
+        assert_eq!(c.outbox.lock().queue.capacity(), 0, "the flusher's path");
+        for _ in 0..50 {
+            c.push(Bytes::from_static(b"y"));
+        }
+        let mut pending = VecDeque::with_capacity(16);
+        let (written, close) = c.write_step(&mut pending, &*socket).unwrap();
+        assert_eq!((written, close), (50, None));
+        assert_eq!(pending.capacity(), 0, "the session's path");
+        assert_eq!(c.outbox.lock().queue.capacity(), 0);
     }
 
     #[test]

@@ -3,18 +3,23 @@
 //! (`Client::flush`: one `writev`, no task wake-up or poll) or, when the socket is backed
 //! up, wakes the client's session to carry on.
 //!
-//! Write coalescing: a client flushed less than `window` ms ago waits (at most `window`
-//! ms) for the next tick, so under load one `writev` carries several messages. A quiet
-//! client is flushed at once (the flusher task is kicked), so latency at low rates is
-//! unchanged.
+//! Write coalescing, adaptive (issue #18 item 2): a client is flushed at once (the
+//! flusher task is kicked) unless its lane is busy (`pace::Meter`: the share of time the
+//! lane would spend writing every frame apart is high) and the client was flushed less
+//! than `window` ms ago; then it waits for the next tick (a quarter window), so one
+//! `writev` carries several messages. A channel busier than 50 msg/s no longer pays up
+//! to a tick per message while the core has time to spare, and the max-rate batching is
+//! what it was. Even flushed at once, a lane batches by itself when busy: a client
+//! already waiting to be flushed takes new frames into the same write.
 
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::pace::Meter;
 use super::Client;
 
 /// Clients flushed between two yields of a flusher task, so a long round does not hold
@@ -23,13 +28,34 @@ const YIELD_EVERY: usize = 64;
 
 /// One flusher task's share of the clients (client id modulo the number of lanes), so
 /// that on several cores the writes of a fan-out are spread over several threads.
-#[derive(Default)]
 struct Lane {
     /// Flush as soon as the flusher runs.
     now: Mutex<Vec<Arc<Client>>>,
     /// Flush at the next tick.
     later: Mutex<Vec<Arc<Client>>>,
     kick: Notify,
+    /// Busy enough that recently flushed clients wait for the tick (`meter` decides).
+    batching: AtomicBool,
+    meter: Mutex<Meter>,
+}
+
+impl Lane {
+    fn new(now: Instant) -> Self {
+        Lane {
+            now: Mutex::default(),
+            later: Mutex::default(),
+            kick: Notify::new(),
+            batching: AtomicBool::new(false),
+            meter: Mutex::new(Meter::new(now)),
+        }
+    }
+}
+
+/// The coalescing decision: does a client whose outbox just got its first frame wait
+/// for the tick? Only when coalescing is on, the client was flushed less than `window`
+/// ms ago (`now` and `last_flush` on the coarse clock), and its lane is busy.
+pub(crate) fn waits_for_tick(window: u32, now: u32, last_flush: u32, busy: bool) -> bool {
+    window > 0 && busy && now.wrapping_sub(last_flush) < window
 }
 
 /// Clients waiting for a flush, and the coarse clock that times them.
@@ -44,11 +70,12 @@ impl Coalescer {
     /// Coalescing over `window_ms` (0 = flush every time at once), with `lanes` flusher
     /// tasks (at least one).
     pub fn new(window_ms: u32, lanes: usize) -> Self {
+        let started = Instant::now();
         Coalescer {
             window: window_ms,
             clock: AtomicU32::new(0),
-            started: Instant::now(),
-            lanes: (0..lanes.max(1)).map(|_| Lane::default()).collect(),
+            started,
+            lanes: (0..lanes.max(1)).map(|_| Lane::new(started)).collect(),
         }
     }
 
@@ -57,15 +84,16 @@ impl Coalescer {
         self.lanes.len()
     }
 
-    /// Schedules a flush of `client`: now, or at the next tick if it was flushed less
-    /// than a window ago. A client waits in at most one list.
+    /// Schedules a flush of `client`: now, or at the next tick if its lane is busy and
+    /// it was flushed less than a window ago. A client waits in at most one list.
     pub fn wake(&self, client: &Arc<Client>) {
         if client.deferred.swap(true, Relaxed) {
             return;
         }
         let lane = &self.lanes[(client.id.0 as usize) % self.lanes.len()];
         let now = self.clock.load(Relaxed);
-        if self.window > 0 && now.wrapping_sub(client.last_wake.load(Relaxed)) < self.window {
+        let last = client.last_wake.load(Relaxed);
+        if waits_for_tick(self.window, now, last, lane.batching.load(Relaxed)) {
             lane.later.lock().push(client.clone());
             return;
         }
@@ -84,18 +112,28 @@ impl Coalescer {
         Duration::from_millis(u64::from((self.window / 4).max(1)))
     }
 
-    /// Advances the clock and flushes every client of lane `i` waiting for the tick (and
-    /// any due now); the bytes written.
+    /// Advances the clock, flushes every client of lane `i` waiting for the tick (and
+    /// any due now) and, once a measuring window is over, decides whether the lane
+    /// batches; the bytes written.
     pub async fn tick(&self, i: usize) -> usize {
         self.clock
             .store(self.started.elapsed().as_millis() as u32, Relaxed);
         let lane = &self.lanes[i];
-        self.flush(&lane.now).await + self.flush(&lane.later).await
+        let bytes = self.flush(lane, &lane.now).await + self.flush(lane, &lane.later).await;
+        let batching = lane.meter.lock().sample(Instant::now());
+        lane.batching.store(batching, Relaxed);
+        bytes
     }
 
     /// Flushes the clients of lane `i` due now; the bytes written.
     pub async fn flush_now(&self, i: usize) -> usize {
-        self.flush(&self.lanes[i].now).await
+        let lane = &self.lanes[i];
+        self.flush(lane, &lane.now).await
+    }
+
+    /// Whether lane `i` batches now (see `pace`).
+    pub fn batching(&self, i: usize) -> bool {
+        self.lanes[i].batching.load(Relaxed)
     }
 
     /// Waits until a client of lane `i` is due now.
@@ -103,19 +141,33 @@ impl Coalescer {
         self.lanes[i].kick.notified().await
     }
 
-    async fn flush(&self, list: &Mutex<Vec<Arc<Client>>>) -> usize {
+    /// Flushes the clients in `list`, timing the work (not the yields) for the lane's
+    /// meter; the bytes written.
+    async fn flush(&self, lane: &Lane, list: &Mutex<Vec<Arc<Client>>>) -> usize {
         let due = std::mem::take(&mut *list.lock());
-        let mut bytes = 0;
-        for (done, client) in due.iter().enumerate() {
-            bytes += self.flush_one(client);
-            if done % YIELD_EVERY == YIELD_EVERY - 1 {
+        if due.is_empty() {
+            return 0;
+        }
+        let (mut bytes, mut frames, mut writes) = (0, 0, 0);
+        let mut busy = Duration::ZERO;
+        for chunk in due.chunks(YIELD_EVERY) {
+            let start = Instant::now();
+            for client in chunk {
+                let flushed = self.flush_one(client);
+                bytes += flushed.bytes;
+                frames += flushed.frames as u64;
+                writes += u64::from(flushed.bytes > 0);
+            }
+            busy += start.elapsed();
+            if chunk.len() == YIELD_EVERY {
                 tokio::task::yield_now().await;
             }
         }
+        lane.meter.lock().record(busy, frames, writes);
         bytes
     }
 
-    fn flush_one(&self, client: &Client) -> usize {
+    fn flush_one(&self, client: &Client) -> super::client::Flushed {
         client.deferred.store(false, Relaxed);
         client.last_wake.store(self.clock.load(Relaxed), Relaxed);
         client.flush()
@@ -129,7 +181,7 @@ impl Coalescer {
             for list in [&lane.now, &lane.later] {
                 let due = std::mem::take(&mut *list.lock());
                 for client in due {
-                    bytes += self.flush_one(&client);
+                    bytes += self.flush_one(&client).bytes;
                 }
             }
         }
@@ -140,6 +192,7 @@ impl Coalescer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::pace;
     use crate::hub::{ClientId, QueueLimits};
     use crate::model::PLAIN;
     use std::sync::atomic::Ordering::Relaxed;
@@ -165,11 +218,48 @@ mod tests {
         (now, later)
     }
 
+    // issue #18 item 2: the decision, case by case.
+    #[test]
+    fn only_a_recently_flushed_client_of_a_busy_lane_waits_for_the_tick() {
+        // (window, now, last flush, lane busy) -> waits
+        let cases = [
+            ((20, 100, 90, true), true),
+            ((20, 100, 90, false), false), // the core has time: at once
+            ((20, 100, 70, true), false),  // quiet client: at once even when busy
+            ((0, 100, 99, true), false),   // coalescing off
+            ((20, 5, u32::MAX - 3, true), true), // the coarse clock wrapped
+        ];
+        for ((window, now, last, busy), waits) in cases {
+            assert_eq!(
+                waits_for_tick(window, now, last, busy),
+                waits,
+                "{window} {now} {last} {busy}"
+            );
+        }
+    }
+
+    // issue #18 item 2: at a low rate (lane not busy) a client written a moment ago is
+    // flushed at once again, not at the next tick.
     #[tokio::test]
-    async fn a_quiet_client_is_flushed_at_once_a_busy_one_at_the_next_tick() {
+    async fn an_idle_lane_flushes_a_recently_written_client_at_once() {
         let c = Coalescer::new(20, 1);
+        let a = client(1);
+        assert!(!c.batching(0));
+        c.wake(&a);
+        c.flush_now(0).await;
+        c.wake(&a); // within the window
+        assert_eq!(waiting(&c), (1, 0), "due now, not at the tick");
+        c.flush_now(0).await;
+        assert_eq!(waiting(&c), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_busy_lane_makes_a_recently_written_client_wait_for_the_tick() {
+        let c = Coalescer::new(20, 1);
+        c.lanes[0].batching.store(true, Relaxed);
         tokio::time::sleep(Duration::from_millis(30)).await;
         c.tick(0).await; // clock ≈ 30 ms; the client was last flushed at 0
+        c.lanes[0].batching.store(true, Relaxed);
         let a = client(1);
         c.wake(&a);
         assert_eq!(waiting(&c), (1, 0), "quiet: due now");
@@ -185,6 +275,20 @@ mod tests {
         c.tick(0).await;
         assert!(!a.deferred.load(Relaxed));
         assert_eq!(waiting(&c), (0, 0));
+    }
+
+    // issue #18 item 2: the lane's meter sees the flusher's writes: a lane writing
+    // continuously for a whole window starts batching at the next tick.
+    #[tokio::test]
+    async fn a_lane_that_writes_all_the_time_starts_batching() {
+        let c = Coalescer::new(20, 1);
+        let t0 = Instant::now();
+        c.lanes[0].meter.lock().record(pace::SAMPLE, 1000, 1000);
+        while t0.elapsed() < pace::SAMPLE {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        c.tick(0).await;
+        assert!(c.batching(0));
     }
 
     #[tokio::test]

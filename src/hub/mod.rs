@@ -5,6 +5,7 @@
 mod channels;
 pub mod client;
 mod coalesce;
+mod pace;
 mod registry;
 mod stats;
 
@@ -15,7 +16,7 @@ use std::time::Instant;
 use crate::broker::{Broker, BrokerError, History, Member, Position, Ready, Since, SubscribeError};
 pub use crate::model::{ClientId, Disconnect, Event, Format, Kind, Message, Payload, ALL};
 use crate::namespace::Namespaces;
-pub use client::{Client, Pushed, QueueLimits};
+pub use client::{Client, Flushed, Pushed, QueueLimits};
 pub use coalesce::Coalescer;
 pub use registry::Registry;
 pub use stats::Stats;

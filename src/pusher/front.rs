@@ -93,7 +93,7 @@ impl Front for PusherFront {
             .map(|code| error_event(Some(code), close.text))
     }
 
-    async fn closed(&self, conn: Conn, client: &Arc<Client>) {
+    async fn closed(&self, conn: &mut Conn, client: &Arc<Client>) {
         protocol::closed(self, conn, client).await
     }
 }

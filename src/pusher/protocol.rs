@@ -308,10 +308,11 @@ pub async fn handle(
 
 /// When the connection ends (the hub took the client out of its channels; the close
 /// frame is not sent yet): leaves every channel.
-pub async fn closed(front: &PusherFront, mut conn: Conn, client: &Arc<Client>) {
+/// Called once, when the connection ends.
+pub async fn closed(front: &PusherFront, conn: &mut Conn, client: &Arc<Client>) {
     conn.tenant.connections.fetch_sub(1, Relaxed);
     for channel in &conn.channels {
         channels::left(&front.pusher, client, &conn.tenant, channel).await;
     }
-    super::watchlist::closed(&front.pusher, &mut conn, client).await;
+    super::watchlist::closed(&front.pusher, conn, client).await;
 }

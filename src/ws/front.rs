@@ -43,5 +43,9 @@ pub trait Front: Clone + Send + Sync + 'static {
     /// When the connection ends, after the hub took the client out of its channels and
     /// before the close frame is sent: the front forgets it too (leaves its channels), so
     /// the client sees the close only once it has left.
-    fn closed(&self, conn: Self::Conn, client: &Arc<Client>) -> impl Future<Output = ()> + Send;
+    fn closed(
+        &self,
+        conn: &mut Self::Conn,
+        client: &Arc<Client>,
+    ) -> impl Future<Output = ()> + Send;
 }

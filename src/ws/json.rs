@@ -80,5 +80,5 @@ impl Front for Json {
         CloseReason::of(reason).into()
     }
 
-    async fn closed(&self, _state: JsonState, _client: &Arc<Client>) {}
+    async fn closed(&self, _state: &mut JsonState, _client: &Arc<Client>) {}
 }

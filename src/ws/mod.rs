@@ -10,6 +10,8 @@ pub mod front;
 pub mod json;
 pub mod raw;
 mod session;
+#[cfg(test)]
+mod sizes;
 mod transport;
 mod upgrade;
 

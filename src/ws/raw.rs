@@ -19,12 +19,15 @@ use crate::upstream::exec::{Proc, Start, StartError};
 #[derive(Clone)]
 pub struct Raw(pub AppState);
 
-/// A raw connection's state: its command budget, made when first spent, and its
-/// `exec:` process.
+/// A raw connection's state, allocated when first needed (one pointer in every idle
+/// session): its command budget, made when first spent, and its `exec:` process.
 #[derive(Default)]
-pub struct RawConn {
+pub struct RawConn(Option<Box<RawState>>);
+
+#[derive(Default)]
+struct RawState {
     budget: Option<Box<Bucket>>,
-    exec: Option<Box<Proc>>,
+    exec: Option<Proc>,
 }
 
 impl RawConn {
@@ -54,10 +57,10 @@ impl RawConn {
                 tracing::error!(client = %client.id, error = %e, "upstream process not started");
                 unavailable(e)
             })?;
-        Ok(RawConn {
+        Ok(RawConn(Some(Box::new(RawState {
             budget: None,
-            exec: Some(Box::new(proc)),
-        })
+            exec: Some(proc),
+        }))))
     }
 }
 
@@ -85,11 +88,14 @@ impl Front for Raw {
         // Republishing and webhooks are work for others: they cost command budget, and
         // a raw client (which has no error replies) that overspends is closed.
         let (rate, burst) = app.config.command_budget();
-        if upstream.costs_budget() && !Bucket::take_from(&mut conn.budget, 1.0, rate, burst) {
-            stats.rate_limited.fetch_add(1, Relaxed);
-            return Some(CloseReason::Policy.into());
+        if upstream.costs_budget() {
+            let state = conn.0.get_or_insert_with(Box::default);
+            if !Bucket::take_from(&mut state.budget, 1.0, rate, burst) {
+                stats.rate_limited.fetch_add(1, Relaxed);
+                return Some(CloseReason::Policy.into());
+            }
         }
-        if let Some(proc) = &conn.exec {
+        if let Some(proc) = conn.0.as_ref().and_then(|state| state.exec.as_ref()) {
             upstream.show(client, &payload);
             if payload.kind == Kind::Binary {
                 // A line-based program cannot take bytes: shown and counted, not sent.
@@ -112,5 +118,5 @@ impl Front for Raw {
         CloseReason::of(reason).into()
     }
 
-    async fn closed(&self, _conn: RawConn, _client: &Arc<Client>) {}
+    async fn closed(&self, _conn: &mut RawConn, _client: &Arc<Client>) {}
 }

@@ -45,8 +45,8 @@ pub struct Session<T, F: Front> {
     stream: Arc<T>,
     client: Arc<Client>,
     front: F,
-    /// The front's state; taken when the connection leaves (before its close frame).
-    conn: Option<F::Conn>,
+    /// The front's state (told the connection ended, once, before its close frame).
+    conn: F::Conn,
     decoder: Decoder,
     pending: VecDeque<Bytes>,
     _permit: Permit,
@@ -62,7 +62,7 @@ impl<T: Transport, F: Front> Session<T, F> {
             stream,
             client,
             front,
-            conn: Some(conn),
+            conn,
             decoder,
             pending: VecDeque::new(),
             _permit: permit,
@@ -89,13 +89,13 @@ impl<T: Transport, F: Front> Session<T, F> {
             // an API query made then is already true.
             // It stays registered (and counted) until its socket is done with.
             let hub = &self.front.app().hub.clone();
-            if let Some(conn) = self.conn.take() {
-                hub.leave_all(&self.client).await;
-                // Futures used once or rarely are boxed: an idle session's task stays small.
-                Box::pin(self.front.closed(conn, &self.client)).await;
-            }
+            Box::pin(hub.leave_all(&self.client)).await;
+            // Futures used once or rarely are boxed: an idle session's task stays small.
+            Box::pin(self.front.closed(&mut self.conn, &self.client)).await;
             Box::pin(self.finish(end)).await;
-            hub.disconnect(&self.client).await;
+            // Boxed too: inline, the hub's futures would widen every state of this one,
+            // the idle state included (issue #18 item 4).
+            Box::pin(hub.disconnect(&self.client)).await;
         }
     }
 
@@ -214,7 +214,7 @@ impl<T: Transport, F: Front> Session<T, F> {
                 Incoming::Close(code) => return Some(End::ClientClosed(code)),
             };
             let front = &self.front;
-            let conn = self.conn.as_mut()?;
+            let conn = &mut self.conn;
             if let Some(close) = Box::pin(front.message(conn, &self.client, payload)).await {
                 return Some(End::Close(close));
             }

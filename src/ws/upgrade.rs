@@ -302,9 +302,9 @@ pub async fn start_session<F: Front>(
     permit: Permit,
     on_upgrade: OnUpgrade,
 ) {
-    let abandon = |front: F, conn: F::Conn, client: Arc<Client>| async move {
+    let abandon = |front: F, mut conn: F::Conn, client: Arc<Client>| async move {
         front.app().hub.disconnect(&client).await;
-        front.closed(conn, &client).await;
+        front.closed(&mut conn, &client).await;
     };
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
@@ -318,7 +318,10 @@ pub async fn start_session<F: Front>(
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let session = Session::new(parts.io.into_inner(), client, front, conn, permit);
-            tracker.spawn(session.run(parts.read_buf));
+            let task = session.run(parts.read_buf);
+            // What an idle connection mostly is (issue #18 item 4: see ws/sizes.rs).
+            tracing::trace!(bytes = std::mem::size_of_val(&task), "session task");
+            tracker.spawn(task);
             return;
         }
         Err(upgraded) => upgraded,

@@ -1,0 +1,55 @@
+//! Idle memory per connection, field by field (issue #18 item 4): the sizes of what
+//! every connection holds, printed by `cargo test --lib sizes -- --nocapture` and
+//! bounded so a regression fails here before it shows in `wspush bench idle`.
+//!
+//! The session's task (its future, boxed by tokio with a header and trailer) is logged
+//! at trace level when it starts (`RUST_LOG=wspush=trace`, "session task" bytes=N), since
+//! its size is only known for a real value in the build being measured.
+
+use std::mem::size_of;
+
+use tokio::net::{TcpStream, UnixStream};
+
+use super::commands::JsonState;
+use super::json::Json;
+use super::raw::{Raw, RawConn};
+use super::session::Session;
+use crate::frame::Decoder;
+use crate::hub::Client;
+use crate::limits::Permit;
+
+#[test]
+fn per_connection_structs_stay_small() {
+    let sizes = [
+        ("Client (one Arc allocation, +16 B)", size_of::<Client>()),
+        (
+            "Session<TcpStream, Raw>",
+            size_of::<Session<TcpStream, Raw>>(),
+        ),
+        (
+            "Session<TcpStream, Json>",
+            size_of::<Session<TcpStream, Json>>(),
+        ),
+        (
+            "Session<UnixStream, Raw> (TLS)",
+            size_of::<Session<UnixStream, Raw>>(),
+        ),
+        ("Decoder", size_of::<Decoder>()),
+        ("Permit", size_of::<Permit>()),
+        ("RawConn", size_of::<RawConn>()),
+        ("JsonState", size_of::<JsonState>()),
+        (
+            "TcpStream (one Arc allocation, +16 B)",
+            size_of::<TcpStream>(),
+        ),
+    ];
+    for (name, size) in sizes {
+        println!("{name:<40} {size:>4} B");
+    }
+    assert!(
+        size_of::<Client>() <= 208,
+        "Client grew: {}",
+        size_of::<Client>()
+    );
+    assert!(size_of::<Session<TcpStream, Raw>>() <= 128);
+}
