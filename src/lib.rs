@@ -33,6 +33,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod console;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod http;

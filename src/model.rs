@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use bytes::Bytes;
+use parking_lot::Mutex;
 
 /// A client id, shown as `c-N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -248,6 +249,9 @@ impl Payload {
     }
 }
 
+/// A message's compressed frames, by (format slot, parameter key).
+type Deflated = Mutex<Vec<(u8, Bytes)>>;
+
 /// A message published to a channel, with its offset. Its frames are built at most
 /// once per wire format and then shared by every subscriber.
 #[derive(Debug)]
@@ -259,6 +263,9 @@ pub struct Message {
     /// The data.
     pub payload: Payload,
     frames: [OnceLock<Bytes>; FORMATS],
+    /// Compressed frames (permessage-deflate), by format and window: made only when a
+    /// subscriber negotiated compression.
+    deflated: OnceLock<Box<Deflated>>,
 }
 
 impl Message {
@@ -269,12 +276,32 @@ impl Message {
             offset,
             payload,
             frames: Default::default(),
+            deflated: OnceLock::new(),
         }
     }
 
     /// The frame of `format`, encoded on first use and shared after.
     pub fn frame(&self, format: &Format) -> &Bytes {
         self.frames[format.slot].get_or_init(|| (format.encode)(self))
+    }
+
+    /// The frame of `format` compressed for connections of one parameter set (`key`,
+    /// e.g. the window size): `compress` turns the plain frame into it at most once per
+    /// format and key, and every such subscriber shares it.
+    pub fn deflated(
+        &self,
+        format: &Format,
+        key: u8,
+        compress: impl FnOnce(&Bytes) -> Bytes,
+    ) -> Bytes {
+        let key = (format.slot as u8) << 4 | (key & 0x0f);
+        let mut cache = self.deflated.get_or_init(Box::default).lock();
+        if let Some((_, frame)) = cache.iter().find(|(k, _)| *k == key) {
+            return frame.clone();
+        }
+        let frame = compress(self.frame(format));
+        cache.push((key, frame.clone()));
+        frame
     }
 }
 

@@ -212,6 +212,31 @@ pub struct Config {
     #[arg(long, env = "WSPUSH_MAX_COMMAND_SIZE")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_command_size: Option<usize>,
+    /// permessage-deflate (RFC 7692) on WebSocket connections: `off`, or `on` to accept
+    /// the compression a client offers (browsers offer it by default).
+    #[arg(long, env = "WSPUSH_COMPRESSION", value_enum, default_value_t = Compression::Off)]
+    pub compression: Compression,
+    /// The LZ77 window of the server's compressor, in bits (9..15: 512 B to 32 KiB); a
+    /// client's smaller `server_max_window_bits` is honoured.
+    #[arg(long, env = "WSPUSH_SERVER_MAX_WINDOW_BITS", default_value_t = 15)]
+    pub server_max_window_bits: u8,
+    /// Let clients that do not offer `*_no_context_takeover` keep compression contexts
+    /// across messages: a compressor per connection (about 2^(bits+2) + 192 KiB each) and
+    /// a deflate per delivery. Off: the server answers `server_no_context_takeover` and
+    /// `client_no_context_takeover`, and each message is deflated once for all clients.
+    #[arg(long, env = "WSPUSH_COMPRESSION_CONTEXT_TAKEOVER")]
+    pub compression_context_takeover: bool,
+}
+
+/// Whether WebSocket connections may negotiate permessage-deflate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// No compression (no extension is negotiated).
+    #[default]
+    Off,
+    /// Accept a client's permessage-deflate offer.
+    On,
 }
 
 impl Config {
@@ -382,6 +407,12 @@ impl Config {
         }
         if self.max_command_size.is_some_and(|n| n < 256) {
             return bad("max-command-size", "must be at least 256");
+        }
+        if !(9..=15).contains(&self.server_max_window_bits) {
+            return bad(
+                "server-max-window-bits",
+                "must be between 9 and 15 (raw deflate has no 8-bit window)",
+            );
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 
 use super::channels::ChannelSet;
 use crate::auth::Grant;
+use crate::deflate::Deflate;
 use crate::model::{ClientId, Disconnect, Format};
 
 /// Bounds of a client's outbox; overflowing either closes the client with 1013.
@@ -140,6 +141,8 @@ pub struct Client {
     /// The session's waker, and whether a wake-up is pending for it.
     wake: AtomicWaker,
     woken: AtomicBool,
+    /// permessage-deflate, when the connection negotiated it.
+    deflate: Option<Box<Deflate>>,
 }
 
 impl Client {
@@ -164,11 +167,37 @@ impl Client {
             deferred: AtomicBool::new(false),
             wake: AtomicWaker::new(),
             woken: AtomicBool::new(false),
+            deflate: None,
         }
     }
 
-    /// Queues a frame; wakes the session when the outbox was empty.
+    /// The same client with permessage-deflate negotiated (before it is shared).
+    pub fn with_deflate(mut self, deflate: Option<Deflate>) -> Self {
+        self.deflate = deflate.map(Box::new);
+        self
+    }
+
+    /// Its permessage-deflate state, when it negotiated compression.
+    pub fn deflate(&self) -> Option<&Deflate> {
+        self.deflate.as_deref()
+    }
+
+    /// Queues a frame (compressed when the client negotiated permessage-deflate); wakes
+    /// the session when the outbox was empty.
     pub fn push(&self, frame: Bytes) -> Pushed {
+        let (pushed, wake) = match self.deflate() {
+            None => self.push_quiet(frame),
+            Some(deflate) => deflate.compress_reply(&frame, |f| self.push_quiet(f)),
+        };
+        if wake {
+            self.notify();
+        }
+        pushed
+    }
+
+    /// Queues a frame exactly as given (already compressed for this client, or plain);
+    /// wakes the session when the outbox was empty.
+    pub(crate) fn push_as_is(&self, frame: Bytes) -> Pushed {
         let (pushed, wake) = self.push_quiet(frame);
         if wake {
             self.notify();
@@ -203,8 +232,12 @@ impl Client {
 
     /// Queues a frame of the session's own (a pong, an echo reply) without a wake-up:
     /// the session writes it on its next turn. Bounded like every push.
+    /// Compressed when the client negotiated permessage-deflate (control frames never).
     pub fn push_own(&self, frame: Bytes) -> Pushed {
-        self.push_quiet(frame).0
+        match self.deflate() {
+            None => self.push_quiet(frame).0,
+            Some(deflate) => deflate.compress_reply(&frame, |f| self.push_quiet(f).0),
+        }
     }
 
     /// Asks the session to close with `reason` once what is queued is written.

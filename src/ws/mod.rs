@@ -20,7 +20,10 @@ pub use close::{Close, CloseReason};
 pub use commands::{members_json, messages_json, PRESENCE_COST};
 pub use front::Front;
 pub use session::Session;
-pub use upgrade::{accept_key, origin_listed, start_session, switching_protocols, upgrade};
+pub use upgrade::{
+    accept_key, answer_deflate, negotiate_deflate, origin_listed, start_session,
+    switching_protocols, upgrade,
+};
 
 /// The JSON-mode subprotocol.
 pub const SUBPROTOCOL: &str = "wspush.v1";
