@@ -459,3 +459,23 @@ async fn rsv1_without_negotiation_is_a_protocol_error() {
         assert_eq!(close_code(&mut s).await, 1002);
     }
 }
+
+// issue #15 part 2: the window setting is checked before anything binds (8 cannot be met
+// by raw deflate), and names the option.
+#[tokio::test]
+async fn server_max_window_bits_is_validated() {
+    for (bits, ok) in [(8u8, false), (9, true), (15, true), (16, false)] {
+        let config = wspush::config::Config {
+            compression: Mode::On,
+            server_max_window_bits: bits,
+            ..Default::default()
+        };
+        match wspush::setup::build(config) {
+            Ok(_) => assert!(ok, "{bits} accepted"),
+            Err(e) => {
+                assert!(!ok, "{bits} refused: {e}");
+                assert!(e.to_string().contains("server-max-window-bits"), "{e}");
+            }
+        }
+    }
+}
