@@ -229,9 +229,13 @@ async fn a_compressed_client_message_is_inflated_and_published() {
 
     let mut buf = Vec::new();
     let (b0, payload) = read_frame(&mut s, &mut buf).await;
-    assert_eq!(b0, 0xC1, "a final, compressed text frame");
-    let reply: serde_json::Value =
-        serde_json::from_slice(&inflate(&mut Decompress::new(false), &payload)).unwrap();
+    // A reply too short for deflate to shrink goes plain (RSV1 clear).
+    let body = match b0 {
+        0xC1 => inflate(&mut Decompress::new(false), &payload),
+        0x81 => payload,
+        other => panic!("frame header {other:#x}"),
+    };
+    let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(reply["id"], 7);
     assert_eq!(reply["ok"], true, "{reply}");
     let push = within("the push", plain.push()).await;

@@ -114,7 +114,8 @@ impl Deflate {
 }
 
 /// The compressed form of a server frame for every connection with no server context
-/// and a window of `bits` (a frame that is not a whole data frame is returned as is).
+/// and a window of `bits` (a frame that is not a whole data frame, or that deflate does
+/// not shrink, is returned as is).
 pub fn compress_shared(frame: &Bytes, bits: u8) -> Bytes {
     let bits = bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS);
     SHARED.with(|all| {
@@ -131,7 +132,12 @@ pub fn compress_shared(frame: &Bytes, bits: u8) -> Bytes {
                 bits,
             )),
         };
-        compress_frame(frame, compressor).unwrap_or_else(|| frame.clone())
+        // Without a context a message may go plain (RSV1 clear) when deflate does not
+        // make it smaller (short messages), at no cost to later ones.
+        match compress_frame(frame, compressor) {
+            Some(compressed) if compressed.len() < frame.len() => compressed,
+            _ => frame.clone(),
+        }
     })
 }
 
@@ -331,9 +337,10 @@ mod tests {
 
     #[test]
     fn shared_frames_inflate_back_for_every_window() {
-        let json = br#"{"channel":"news","offset":1,"data":{"price":101.5,"symbol":"ACME"}}"#;
+        let json =
+            br#"{"rows":[{"symbol":"ACME","price":101.5},{"symbol":"ACME","price":101.75}]}"#;
         for bits in MIN_WINDOW_BITS..=MAX_WINDOW_BITS {
-            for payload in [&json[..], b"", &[7u8; 70_000][..]] {
+            for payload in [&json[..], &[7u8; 70_000][..]] {
                 let frame = compress_shared(&encode(OP_TEXT, payload), bits);
                 assert_eq!(inflate_frame(&frame), (OP_TEXT, payload.to_vec()), "{bits}");
             }
@@ -380,5 +387,8 @@ mod tests {
         );
         let control = encode(OP_PING, b"x");
         assert_eq!(compress_shared(&control, 15), control);
+        // Too short to shrink: sent plain.
+        let short = encode(OP_TEXT, br#"{"id":1,"ok":true}"#);
+        assert_eq!(compress_shared(&short, 15), short);
     }
 }
