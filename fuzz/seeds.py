@@ -121,3 +121,33 @@ history_ttl = "0s"
 prefix = ""
 """)
 write("config", "unknown_key", 'nope = 1\nupstream = "webhook:http://[::1]:9/x"\n')
+
+# inflate: max (u16 BE, max_message = max + 1), flags (bit 0 = the client keeps its
+# context), then the client's bytes; RSV1 (0x40) marks a compressed message.
+import zlib
+
+
+def deflated(data):
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    return out[:-4]
+
+
+def compressed(opcode, payload, fin=True):
+    f = bytearray(frame(opcode, payload, fin=fin))
+    f[0] |= 0x40
+    return bytes(f)
+
+
+def inflate_input(max_, keep, frames):
+    return struct.pack(">HB", max_, keep) + b"".join(frames)
+
+
+write("inflate", "text", inflate_input(1024, 0, [compressed(1, deflated(b"hello " * 20))]))
+write("inflate", "bomb", inflate_input(1024, 0, [compressed(2, deflated(bytes(1 << 16)))]))
+write("inflate", "fragments_keep", inflate_input(4096, 1, [
+    compressed(1, deflated(b'{"op":"publish"}')[:5], fin=False),
+    frame(0, deflated(b'{"op":"publish"}')[5:]),
+    compressed(1, deflated(b'{"op":"publish"}')),
+]))
+write("inflate", "corrupt", inflate_input(1024, 0, [compressed(1, b"\xff\xff\xff\x00")]))

@@ -8,6 +8,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
+use crate::deflate::{InflateError, Inflater};
+
 /// Why a client's frames are refused: how the connection must be failed (each front
 /// maps it to its close code: 1002, 1007, 1009).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +17,8 @@ pub enum Violation {
     /// The framing rules are broken (bad opcode, RSV bits, unmasked frame, fragmented
     /// control frame, bad close payload...).
     Protocol,
-    /// A text message or close reason that is not valid UTF-8.
+    /// Payload data inconsistent with its message: a text message or close reason that
+    /// is not valid UTF-8, or a compressed message that does not inflate.
     InvalidUtf8,
     /// A message larger than the configured maximum.
     TooBig,
@@ -90,6 +93,8 @@ pub enum Incoming {
 #[derive(Debug)]
 struct Fragments {
     text: bool,
+    /// Its frames carry deflate data (RSV1 on the first; permessage-deflate).
+    compressed: bool,
     data: Vec<u8>,
     /// Prefix of `data` already known to be valid UTF-8 (text only).
     utf8_valid: usize,
@@ -102,6 +107,8 @@ pub struct Decoder {
     max_message: usize,
     partial: Vec<u8>,
     fragments: Option<Box<Fragments>>,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    inflater: Option<Box<Inflater>>,
 }
 
 impl Decoder {
@@ -111,7 +118,15 @@ impl Decoder {
             max_message,
             partial: Vec::new(),
             fragments: None,
+            inflater: None,
         }
+    }
+
+    /// The decoder of a connection that negotiated permessage-deflate: a message whose
+    /// first frame has RSV1 set is inflated, bounded by `max_message` after inflation.
+    pub fn with_inflater(mut self, inflater: Inflater) -> Self {
+        self.inflater = Some(Box::new(inflater));
+        self
     }
 
     /// Takes bytes that arrived before the session started (read along with the
@@ -192,7 +207,14 @@ impl Decoder {
     /// is subtracted from the limit instead (a 1-byte fragment followed by a continuation
     /// announcing 2^64-1 bytes once wrapped `have + len` and passed the check; issue #12).
     fn check_header(&self, header: &FrameHeader, len: u64) -> Result<usize, Violation> {
-        if header.rsv1 || header.rsv2 || header.rsv3 || header.mask.is_none() {
+        if header.rsv2 || header.rsv3 || header.mask.is_none() {
+            return Err(Violation::Protocol);
+        }
+        // RSV1 only on the first frame of a data message, and only once negotiated.
+        if header.rsv1
+            && (self.inflater.is_none()
+                || !matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary)))
+        {
             return Err(Violation::Protocol);
         }
         match header.opcode {
@@ -227,13 +249,16 @@ impl Decoder {
                     return Err(Violation::Protocol);
                 };
                 frag.data.extend_from_slice(payload);
-                if frag.text {
+                if frag.text && !frag.compressed {
                     check_utf8_prefix(frag)?;
                 }
                 if !header.is_final {
                     return Ok(None);
                 }
                 let frag = self.fragments.take().expect("fragments present");
+                if frag.compressed {
+                    return self.inflated(frag.text, &frag.data).map(Some);
+                }
                 if frag.text {
                     if frag.utf8_valid != frag.data.len() {
                         return Err(Violation::InvalidUtf8);
@@ -248,17 +273,22 @@ impl Decoder {
                     return Err(Violation::Protocol);
                 }
                 let text = kind == Data::Text;
+                let compressed = header.rsv1;
                 if !header.is_final {
                     let mut frag = Box::new(Fragments {
                         text,
+                        compressed,
                         data: payload.to_vec(),
                         utf8_valid: 0,
                     });
-                    if text {
+                    if text && !compressed {
                         check_utf8_prefix(&mut frag)?;
                     }
                     self.fragments = Some(frag);
                     return Ok(None);
+                }
+                if compressed {
+                    return self.inflated(text, payload).map(Some);
                 }
                 if text {
                     std::str::from_utf8(payload).map_err(|_| Violation::InvalidUtf8)?;
@@ -286,6 +316,25 @@ impl Decoder {
                     Ok(Some(Incoming::Close(Some(code))))
                 }
             },
+        }
+    }
+}
+
+impl Decoder {
+    /// A compressed message, inflated (at most `max_message` bytes) and checked.
+    fn inflated(&mut self, text: bool, compressed: &[u8]) -> Result<Incoming, Violation> {
+        let inflater = self.inflater.as_mut().expect("RSV1 only once negotiated");
+        let data = inflater
+            .inflate(compressed, self.max_message)
+            .map_err(|e| match e {
+                InflateError::TooBig => Violation::TooBig,
+                InflateError::Corrupt => Violation::InvalidUtf8,
+            })?;
+        if text {
+            std::str::from_utf8(&data).map_err(|_| Violation::InvalidUtf8)?;
+            Ok(Incoming::Text(Bytes::from(data)))
+        } else {
+            Ok(Incoming::Binary(Bytes::from(data)))
         }
     }
 }

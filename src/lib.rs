@@ -6,8 +6,9 @@
 //! it, and `docs/architecture.md` walks a publish and a client message through them):
 //!
 //! - Plain data and tools: [`model`] (client ids, payloads, messages with a frame slot per
-//!   wire `Format`, the hub's `Disconnect` reasons, channel-name rules), [`frame`] (the
-//!   RFC 6455 codec), [`error`] (`ApiError`, the one place HTTP errors are made),
+//!   wire `Format`, the hub's `Disconnect` reasons, channel-name rules), [`deflate`]
+//!   (permessage-deflate: negotiation, shared and per-connection compression, bounded
+//!   inflation), [`frame`] (the RFC 6455 codec, inflating through `deflate`), [`error`] (`ApiError`, the one place HTTP errors are made),
 //!   [`config`], [`namespace`], [`net`] (client address behind trusted proxies, Host
 //!   names), [`limits`] (connection permits, token buckets), [`auth`] (JWT grants),
 //!   [`tls`], [`shutdown`], [`protocol`] (`wspush.v1` commands, compact raw JSON).
@@ -37,6 +38,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod console;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod http;

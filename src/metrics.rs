@@ -171,6 +171,12 @@ impl Collector for Counters {
             "Handshakes refused (origin, connection limits)",
             s.rejected_connections.load(Relaxed),
         )?;
+        counter(
+            e,
+            "deflate",
+            "Frames deflated for permessage-deflate clients (shared frames once per message)",
+            s.deflates.load(Relaxed),
+        )?;
         Ok(())
     }
 }

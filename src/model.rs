@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use bytes::Bytes;
+use parking_lot::Mutex;
 
 /// A client id, shown as `c-N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -252,6 +253,9 @@ impl Payload {
     }
 }
 
+/// A message's compressed frames, by (format slot, parameter key).
+type Deflated = Mutex<Vec<(u8, Bytes)>>;
+
 /// A message published to a channel, with its offset. Its frames are built at most
 /// once per wire format and then shared by every subscriber.
 #[derive(Debug)]
@@ -265,6 +269,9 @@ pub struct Message {
     /// The epoch its offset belongs to (`None` for direct sends, which have no offsets).
     pub epoch: Option<Arc<str>>,
     frames: [OnceLock<Bytes>; FORMATS],
+    /// Compressed frames (permessage-deflate), by format and window: made only when a
+    /// subscriber negotiated compression.
+    deflated: OnceLock<Box<Deflated>>,
 }
 
 impl Message {
@@ -276,6 +283,7 @@ impl Message {
             payload,
             epoch: None,
             frames: Default::default(),
+            deflated: OnceLock::new(),
         }
     }
 
@@ -289,6 +297,25 @@ impl Message {
     /// The frame of `format`, encoded on first use and shared after.
     pub fn frame(&self, format: &Format) -> &Bytes {
         self.frames[format.slot].get_or_init(|| (format.encode)(self))
+    }
+
+    /// The frame of `format` compressed for connections of one parameter set (`key`,
+    /// e.g. the window size): `compress` turns the plain frame into it at most once per
+    /// format and key, and every such subscriber shares it.
+    pub fn deflated(
+        &self,
+        format: &Format,
+        key: u8,
+        compress: impl FnOnce(&Bytes) -> Bytes,
+    ) -> Bytes {
+        let key = (format.slot as u8) << 4 | (key & 0x0f);
+        let mut cache = self.deflated.get_or_init(Box::default).lock();
+        if let Some((_, frame)) = cache.iter().find(|(k, _)| *k == key) {
+            return frame.clone();
+        }
+        let frame = compress(self.frame(format));
+        cache.push((key, frame.clone()));
+        frame
     }
 }
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::broker::{RedisMode, RedisOptions};
 use crate::namespace::Namespace;
 pub use duration::{Millis, Secs};
-pub use rules::{valid_origin_rule, valid_ws_path};
+pub use rules::{valid_origin_rule, valid_ws_path, Compression};
 pub use upstream::Spec;
 
 /// Why a configuration is rejected (exit code 64).
@@ -272,6 +272,20 @@ pub struct Config {
     /// The master name the Sentinels know (`redis_mode = "sentinel"`).
     #[arg(long, env = "WSPUSH_REDIS_SENTINEL_MASTER", default_value = "mymaster")]
     pub redis_sentinel_master: String,
+    /// permessage-deflate (RFC 7692) on WebSocket connections: `off`, or `on` to accept
+    /// the compression a client offers (browsers offer it by default).
+    #[arg(long, env = "WSPUSH_COMPRESSION", value_enum, default_value_t = Compression::Off)]
+    pub compression: Compression,
+    /// The LZ77 window of the server's compressor, in bits (9..15: 512 B to 32 KiB); a
+    /// client's smaller `server_max_window_bits` is honoured.
+    #[arg(long, env = "WSPUSH_SERVER_MAX_WINDOW_BITS", default_value_t = 15)]
+    pub server_max_window_bits: u8,
+    /// Let clients that do not offer `*_no_context_takeover` keep compression contexts
+    /// across messages: a compressor per connection (about 2^(bits+2) + 192 KiB each) and
+    /// a deflate per delivery. Off: the server answers `server_no_context_takeover` and
+    /// `client_no_context_takeover`, and each message is deflated once for all clients.
+    #[arg(long, env = "WSPUSH_COMPRESSION_CONTEXT_TAKEOVER")]
+    pub compression_context_takeover: bool,
 }
 
 impl Config {
@@ -484,6 +498,12 @@ impl Config {
         }
         if self.redis_sentinel_master.is_empty() {
             return bad("redis-sentinel-master", "must not be empty");
+        }
+        if !(9..=15).contains(&self.server_max_window_bits) {
+            return bad(
+                "server-max-window-bits",
+                "must be between 9 and 15 (raw deflate has no 8-bit window)",
+            );
         }
         Ok(())
     }

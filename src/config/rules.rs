@@ -1,5 +1,7 @@
-//! The shapes of option values checked by `Config::validate`: origin rules and extra
-//! raw-mode paths.
+//! The shapes of option values: origin rules and extra raw-mode paths (checked by
+//! `Config::validate`), and the compression switch.
+
+use serde::{Deserialize, Serialize};
 
 /// True when `rule` is an `allowed_origins` entry: `*`, `null`, or
 /// `SCHEME://HOST[:PORT]` (no path), where HOST may start with `*.` and PORT may be `*`.
@@ -55,4 +57,15 @@ pub fn valid_ws_path(path: &str) -> Result<(), &'static str> {
         return Err("the server serves that path already");
     }
     Ok(())
+}
+
+/// Whether WebSocket connections may negotiate permessage-deflate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// No compression (no extension is negotiated).
+    #[default]
+    Off,
+    /// Accept a client's permessage-deflate offer.
+    On,
 }

@@ -169,7 +169,18 @@ impl Hub {
         remote: std::net::SocketAddr,
         grant: Option<Arc<crate::auth::Grant>>,
     ) -> Arc<Client> {
-        self.registry.register(format, remote, grant)
+        self.registry.register(format, remote, grant, None)
+    }
+
+    /// Registers a new client that negotiated permessage-deflate (`None`: it did not).
+    pub fn register_with_deflate(
+        &self,
+        format: &'static Format,
+        remote: std::net::SocketAddr,
+        grant: Option<Arc<crate::auth::Grant>>,
+        deflate: Option<crate::deflate::Deflate>,
+    ) -> Arc<Client> {
+        self.registry.register(format, remote, grant, deflate)
     }
 
     /// Gives a client a (new) grant, binding it to the grant's user.

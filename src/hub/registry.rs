@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::{Client, Coalescer, Pushed, QueueLimits, Stats, ALL};
 use crate::auth::Grant;
 use crate::broker::{Member, Sink};
+use crate::deflate::Deflate;
 use crate::model::{ClientId, Disconnect, Format, Message, Payload, FORMATS};
 use crate::shard::{fnv, Sharded};
 
@@ -81,9 +82,11 @@ impl Registry {
         format: &'static Format,
         remote: SocketAddr,
         grant: Option<Arc<Grant>>,
+        deflate: Option<Deflate>,
     ) -> Arc<Client> {
         let id = ClientId(self.next_id.fetch_add(1, Relaxed));
-        let client = Arc::new(Client::new(id, format, remote, self.limits, self.now()));
+        let client = Client::new(id, format, remote, self.limits, self.now());
+        let client = Arc::new(client.with_deflate(deflate));
         if let Some(grant) = grant {
             self.authenticate(&client, grant);
         }
@@ -265,7 +268,7 @@ impl Registry {
 
     /// The fan-out push: queue the frame, wake the session through the coalescer.
     fn fan_out(&self, client: &Arc<Client>, msg: &Message) {
-        let (pushed, wake) = client.push_quiet(msg.frame(client.format).clone());
+        let (pushed, wake) = self.push_message_quiet(client, msg);
         self.count(pushed);
         if wake {
             self.coalescer.wake(client);
@@ -308,25 +311,72 @@ impl Registry {
         self
     }
 
+    /// Queues a message for one client in its wire format, compressed when the client
+    /// negotiated permessage-deflate: with the frame every such client of the same
+    /// window shares (deflated once per message), or through its own compressor. True
+    /// when the client needs a wake-up.
+    fn push_message_quiet(&self, client: &Client, msg: &Message) -> (Pushed, bool) {
+        let format = client.format;
+        let Some(deflate) = client.deflate() else {
+            return client.push_quiet(msg.frame(format).clone());
+        };
+        match deflate.shared_bits() {
+            Some(bits) => client.push_quiet(msg.deflated(format, bits, |plain| {
+                self.stats.deflates.fetch_add(1, Relaxed);
+                crate::deflate::compress_shared(plain, bits)
+            })),
+            None => {
+                let (pushed, ran) =
+                    deflate.compress_own(msg.frame(format), |f| client.push_quiet(f));
+                if ran {
+                    self.stats.deflates.fetch_add(1, Relaxed);
+                }
+                pushed
+            }
+        }
+    }
+
     /// Queues a message for one client in its wire format.
     pub(crate) fn push_message(&self, client: &Client, msg: &Message) -> Pushed {
-        self.push_frame(client, msg.frame(client.format).clone())
+        let (pushed, wake) = self.push_message_quiet(client, msg);
+        self.count(pushed);
+        if wake {
+            client.notify();
+        }
+        pushed
     }
 
     /// Tells a channel's subscribers whose format has presence events that `member`
     /// joined or left (each format's event encoded once; never to the member itself).
     pub(crate) fn deliver_presence(&self, channel: &str, member: &Member, joined: bool) {
         let mut frames: [Option<Bytes>; FORMATS] = Default::default();
+        // Compressed once per format and window too (permessage-deflate clients).
+        let mut deflated: Vec<(usize, u8, Bytes)> = Vec::new();
         let shard = self.channels.shard(fnv(channel)).lock();
         for client in shard.get(channel).into_iter().flatten() {
             let Some(encode) = client.format.presence else {
                 continue;
             };
             if client.id != member.client {
-                let frame = frames[client.format.slot]
-                    .get_or_insert_with(|| encode(channel, member, joined))
-                    .clone();
-                self.push_frame(client, frame);
+                let slot = client.format.slot;
+                let frame = frames[slot].get_or_insert_with(|| encode(channel, member, joined));
+                match client.deflate().and_then(|d| d.shared_bits()) {
+                    Some(bits) => {
+                        let i = match deflated.iter().position(|d| (d.0, d.1) == (slot, bits)) {
+                            Some(i) => i,
+                            None => {
+                                self.stats.deflates.fetch_add(1, Relaxed);
+                                let compressed = crate::deflate::compress_shared(frame, bits);
+                                deflated.push((slot, bits, compressed));
+                                deflated.len() - 1
+                            }
+                        };
+                        self.count(client.push_as_is(deflated[i].2.clone()));
+                    }
+                    None => {
+                        self.push_frame(client, frame.clone());
+                    }
+                }
             }
         }
     }

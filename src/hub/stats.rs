@@ -45,6 +45,9 @@ pub struct Stats {
     pub bytes_in: AtomicU64,
     /// Bytes written to WebSocket clients.
     pub bytes_out: AtomicU64,
+    /// Frames deflated for permessage-deflate clients (once per message and window for
+    /// shared frames, once per delivery for connections that keep a context).
+    pub deflates: AtomicU64,
 }
 
 impl Default for Stats {
@@ -68,6 +71,7 @@ impl Default for Stats {
             rejected_connections: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            deflates: AtomicU64::new(0),
         }
     }
 }

@@ -78,6 +78,8 @@ pub async fn upgrade(
             )));
         }
     }
+    let agreed = crate::ws::negotiate_deflate(headers, &front.config);
+    let mut deflated = None;
     let on_upgrade = req
         .extensions_mut()
         .remove::<OnUpgrade>()
@@ -105,7 +107,12 @@ pub async fn upgrade(
                 tracker.spawn(refuse(on_upgrade, refusal));
             }
             Ok(conn) => {
-                let client = front.hub.register(&PUSHER, peer, None);
+                // Only a connection that gets a session takes compression.
+                deflated = agreed;
+                let deflate = agreed.map(crate::deflate::Deflate::new);
+                let client = front
+                    .hub
+                    .register_with_deflate(&PUSHER, peer, None, deflate);
                 welcome(&front, &client, &conn);
                 let session =
                     crate::ws::start_session(front.clone(), conn, client, permit, on_upgrade);
@@ -114,7 +121,9 @@ pub async fn upgrade(
         },
         (None, None, Ok(_)) => unreachable!("no app is a refusal"),
     }
-    Ok(crate::ws::switching_protocols(&accept))
+    let mut resp = crate::ws::switching_protocols(&accept);
+    crate::ws::answer_deflate(&mut resp, deflated.as_ref());
+    Ok(resp)
 }
 
 /// Takes a connection into its app: the quota.

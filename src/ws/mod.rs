@@ -25,7 +25,10 @@ pub use commands::{members_json, messages_json, PRESENCE_COST};
 pub use front::Front;
 pub use session::Session;
 pub(crate) use upgrade::handshake_channels;
-pub use upgrade::{accept_key, origin_listed, start_session, switching_protocols, upgrade};
+pub use upgrade::{
+    accept_key, answer_deflate, negotiate_deflate, origin_listed, start_session,
+    switching_protocols, upgrade,
+};
 
 /// The JSON-mode subprotocol.
 pub const SUBPROTOCOL: &str = "wspush.v1";

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::close::Close;
 use super::front::Front;
 use super::transport::Transport;
+use crate::deflate::Inflater;
 use crate::frame::{self, Decoder, Incoming};
 use crate::hub::{Client, Kind, Payload};
 use crate::limits::Permit;
@@ -55,7 +56,11 @@ pub struct Session<T, F: Front> {
 impl<T: Transport, F: Front> Session<T, F> {
     /// A session for an upgraded stream.
     pub fn new(stream: T, client: Arc<Client>, front: F, conn: F::Conn, permit: Permit) -> Self {
-        let decoder = Decoder::new(front.app().config.max_message_size);
+        let mut decoder = Decoder::new(front.app().config.max_message_size);
+        if let Some(deflate) = client.deflate() {
+            let inflater = Inflater::new(deflate.agreed.client_no_context_takeover);
+            decoder = decoder.with_inflater(inflater);
+        }
         let stream = Arc::new(stream);
         client.attach(stream.clone());
         Session {

@@ -51,5 +51,7 @@ fn per_connection_structs_stay_small() {
         "Client grew: {}",
         size_of::<Client>()
     );
-    assert!(size_of::<Session<TcpStream, Raw>>() <= 128);
+    // 128 B before permessage-deflate, whose inflater pointer in the decoder costs 8 B
+    // (and the client's compressor pointer 8 B) even when compression is off.
+    assert!(size_of::<Session<TcpStream, Raw>>() <= 136);
 }

@@ -18,7 +18,8 @@ use super::formats::{JSON, RAW};
 use super::front::Front;
 use super::session::{self, Session};
 use super::{json, raw, valid_channel, WsParams, SUBPROTOCOL};
-use crate::config::Config;
+use crate::config::{Compression, Config};
+use crate::deflate::{self, Agreed, Deflate, Settings};
 use crate::error::ApiError;
 use crate::hub::Client;
 use crate::limits::Permit;
@@ -125,6 +126,32 @@ pub fn switching_protocols(accept: &str) -> Response {
         HeaderValue::from_str(accept).expect("base64 is a header value"),
     );
     resp
+}
+
+/// The permessage-deflate a handshake agrees on: `None` unless `--compression on` and the
+/// client made an offer the server can honour.
+pub fn negotiate_deflate(headers: &HeaderMap, config: &Config) -> Option<Agreed> {
+    if config.compression == Compression::Off {
+        return None;
+    }
+    let offers = headers
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let settings = Settings {
+        window_bits: config.server_max_window_bits,
+        context_takeover: config.compression_context_takeover,
+    };
+    deflate::negotiate(offers, settings)
+}
+
+/// Names the agreed permessage-deflate parameters in a 101 response.
+pub fn answer_deflate(resp: &mut Response, agreed: Option<&Agreed>) {
+    if let Some(agreed) = agreed {
+        let value = HeaderValue::from_str(&agreed.response()).expect("ASCII parameters");
+        resp.headers_mut()
+            .insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+    }
 }
 
 /// Browser handshakes must come from an allowed origin: listed ones (`*` for any), or by
@@ -234,7 +261,10 @@ pub async fn upgrade(
         .ok_or(ApiError::UpgradeRequired)?;
 
     let format = if json { &JSON } else { &RAW };
-    let client = app.hub.register(format, peer, grant);
+    let agreed = negotiate_deflate(req.headers(), &app.config);
+    let client = app
+        .hub
+        .register_with_deflate(format, peer, grant, agreed.map(Deflate::new));
     for channel in channels {
         // A fresh client cannot already be subscribed, and no `since` means no history check.
         if let Err(e) = app
@@ -278,6 +308,7 @@ pub async fn upgrade(
         ));
     }
     let mut resp = switching_protocols(&accept);
+    answer_deflate(&mut resp, agreed.as_ref());
     let h = resp.headers_mut();
     h.insert(
         "x-wspush-client",
