@@ -1,9 +1,9 @@
 //! Pusher protocol 7 and the Pusher HTTP API (issue #8), black-box: raw WebSocket frames
 //! from tokio-tungstenite, signed HTTP requests from reqwest, a real webhook receiver.
 
+mod pusher_client;
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::SinkExt;
@@ -147,37 +147,10 @@ async fn signed(
     path: &str,
     params: &[(&str, &str)],
     body: Option<Value>,
-    (key, secret): (&str, &str),
+    creds: (&str, &str),
 ) -> (u16, Value) {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut q: BTreeMap<String, String> = params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    q.insert("auth_key".into(), key.into());
-    q.insert(
-        "auth_timestamp".into(),
-        wspush::auth::unix_now().to_string(),
-    );
-    q.insert("auth_version".into(), "1.0".into());
-    if !body.is_empty() {
-        q.insert("body_md5".into(), auth::body_md5(body.as_bytes()));
-    }
-    let sig = auth::sign(secret, auth::string_to_sign(method, path, &q).as_bytes());
-    q.insert("auth_signature".into(), sig);
-    let query: Vec<String> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let url = format!("{}?{}", server.http(path), query.join("&"));
-    let client = reqwest::Client::new();
-    let req = match method {
-        "POST" => client
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body),
-        _ => client.get(url),
-    };
-    let resp = within("pusher API", req.send()).await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    pusher_client::signed_query(server, method, path, params, &body, creds).await
 }
 
 async fn trigger(server: &impl Server, body: Value) -> (u16, Value) {

@@ -8,57 +8,13 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-import path from "node:path";
 import { chromium } from "playwright-core";
+import { CHROMIUM, WAIT, WSPUSH_BIN, startServer } from "./helpers.mjs";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const WSPUSH_BIN = process.env.WSPUSH_BIN
-  ? path.resolve(process.env.WSPUSH_BIN)
-  : path.resolve(here, "../../target/debug/wspush");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const WAIT = 10_000; // every single wait is bounded by this
 
 let server; // { base, stop }
 let browser;
-
-/** Spawns the server; resolves once it printed its address. */
-async function startServer(args) {
-  const child = spawn(WSPUSH_BIN, ["serve", "--listen", "127.0.0.1:0", "--no-console", ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, NO_COLOR: "1" },
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8");
-  child.stderr.setEncoding("utf8");
-  child.stderr.on("data", (s) => (stderr = (stderr + s).slice(-8000)));
-  const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
-  const port = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server silent for ${WAIT} ms\n${stderr}`)), WAIT);
-    child.stdout.on("data", (s) => {
-      stdout += s;
-      const m = stdout.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
-      if (m) {
-        clearTimeout(timer);
-        resolve(Number(m[1]));
-      }
-    });
-    exited.then((e) => reject(new Error(`server exited (${JSON.stringify(e)})\n${stderr}`)));
-  });
-  return {
-    base: `http://127.0.0.1:${port}`,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill("SIGTERM");
-      const killTimer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-      await exited;
-      clearTimeout(killTimer);
-    },
-  };
-}
 
 /** One value of the server's /metrics. */
 async function metric(name) {

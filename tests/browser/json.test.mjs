@@ -9,20 +9,14 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { CHROMIUM, WAIT, WSPUSH_BIN, startServer, waitFor } from "./helpers.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const WSPUSH_BIN = process.env.WSPUSH_BIN
-  ? path.resolve(process.env.WSPUSH_BIN)
-  : path.resolve(here, "../../target/debug/wspush");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const OUTPUT_DIR = path.join(here, "output");
-const WAIT = 10_000; // every single wait is bounded by this
 const CHANNEL = "room:demo";
 
 const CONFIG = `
@@ -35,48 +29,6 @@ anonymous = "publish"
 
 let server; // { port, base, stop, stderr }
 let browser;
-let configDir;
-
-/** Spawns the server with CONFIG; resolves once it printed its address. */
-async function startServer() {
-  configDir = mkdtempSync(path.join(tmpdir(), "wspush-browser-"));
-  const config = path.join(configDir, "wspush.toml");
-  writeFileSync(config, CONFIG);
-  const child = spawn(WSPUSH_BIN, ["serve", "--listen", "127.0.0.1:0", "--config", config, "--no-console"], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, NO_COLOR: "1" },
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8");
-  child.stderr.setEncoding("utf8");
-  child.stderr.on("data", (s) => (stderr = (stderr + s).slice(-8000)));
-  const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
-  const port = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server silent for ${WAIT} ms\n${stderr}`)), WAIT);
-    child.stdout.on("data", (s) => {
-      stdout += s;
-      const m = stdout.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
-      if (m) {
-        clearTimeout(timer);
-        resolve(Number(m[1]));
-      }
-    });
-    exited.then((e) => reject(new Error(`server exited (${JSON.stringify(e)})\n${stderr}`)));
-  });
-  return {
-    port,
-    base: `http://127.0.0.1:${port}`,
-    stderr: () => stderr,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill("SIGTERM");
-      const killTimer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-      await exited;
-      clearTimeout(killTimer);
-    },
-  };
-}
 
 /** Calls the HTTP API; the parsed JSON answer (throws on a non-2xx status). */
 async function api(method, pathname, body) {
@@ -95,17 +47,6 @@ async function api(method, pathname, body) {
 async function clientsOnChannel() {
   const { clients } = await api("GET", "/api/clients");
   return clients.filter((c) => c.mode === "json" && c.channels.includes(CHANNEL)).map((c) => c.id);
-}
-
-/** Polls `check()` every 25 ms until it returns a truthy value, at most `timeout` ms. */
-async function waitFor(what, check, timeout = WAIT) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 /** The channel card of CHANNEL on a page. */
@@ -167,7 +108,7 @@ async function join(page) {
 before(async () => {
   assert.ok(existsSync(WSPUSH_BIN), `server binary not found at ${WSPUSH_BIN} (run \`cargo build\` or set WSPUSH_BIN)`);
   assert.ok(existsSync(CHROMIUM), `chromium not found at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM)`);
-  server = await startServer();
+  server = await startServer([], { config: CONFIG });
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     timeout: 30_000,
@@ -189,7 +130,6 @@ after(async () => {
     await Promise.race([browser.close(), new Promise((r) => setTimeout(r, 10_000).unref())]).catch(() => {});
   }
   if (server) await server.stop();
-  if (configDir) rmSync(configDir, { recursive: true, force: true });
 }, { timeout: 30_000 });
 
 test("JSON panel: presence of two pages, forced disconnect, every message once and in order", { timeout: 90_000 }, async () => {

@@ -1,6 +1,6 @@
 //! A Pusher protocol 7 client over a raw WebSocket, signed HTTP API requests and a
-//! webhook receiver, shared by the issue #14 tests (pusher_limits, pusher_webhooks,
-//! pusher_cluster).
+//! webhook receiver, shared by the Pusher tests (pusher, pusher_fidelity, pusher_limits,
+//! pusher_webhooks, pusher_cluster).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -144,10 +144,24 @@ pub async fn signed(
     method: &str,
     path: &str,
     body: Option<&str>,
+    creds: (&str, &str),
+) -> (u16, Value) {
+    signed_query(server, method, path, &[], body.unwrap_or_default(), creds).await
+}
+
+/// A signed Pusher HTTP API request with query `params` besides the signature's.
+pub async fn signed_query(
+    server: &impl Server,
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    body: &str,
     (key, secret): (&str, &str),
 ) -> (u16, Value) {
-    let body = body.unwrap_or_default().to_string();
-    let mut q: BTreeMap<String, String> = BTreeMap::new();
+    let mut q: BTreeMap<String, String> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     q.insert("auth_key".into(), key.into());
     q.insert(
         "auth_timestamp".into(),
@@ -166,7 +180,8 @@ pub async fn signed(
         "POST" => client
             .post(url)
             .header("content-type", "application/json")
-            .body(body),
+            .body(body.to_string()),
+        "DELETE" => client.delete(url),
         _ => client.get(url),
     };
     let resp = within("pusher API", req.send()).await.unwrap();
