@@ -117,25 +117,8 @@ fn sse_ping() -> Bytes {
 /// `{"channel":..,"offset":..,"epoch":..,"data":..}` and a newline; binary data as
 /// base64 with `"encoding":"base64"`.
 fn ndjson_message(msg: &Message) -> Bytes {
-    let payload = &msg.payload;
-    let mut out = Vec::with_capacity(payload.data.len() + msg.channel.len() + 64);
-    out.extend_from_slice(b"{\"channel\":");
-    serde_json::to_writer(&mut out, &*msg.channel).expect("string serializes");
-    out.extend_from_slice(b",\"offset\":");
-    out.extend_from_slice(msg.offset.to_string().as_bytes());
-    if let Some(epoch) = &msg.epoch {
-        out.extend_from_slice(b",\"epoch\":");
-        serde_json::to_writer(&mut out, &**epoch).expect("string serializes");
-    }
-    out.extend_from_slice(b",\"data\":");
-    match payload.kind {
-        Kind::Json => out.extend_from_slice(&payload.data),
-        _ => serde_json::to_writer(&mut out, &payload.to_json()).expect("value serializes"),
-    }
-    if payload.kind == Kind::Binary {
-        out.extend_from_slice(b",\"encoding\":\"base64\"");
-    }
-    out.extend_from_slice(b"}\n");
+    let mut out = crate::ws::formats::message_json(msg, true, 1);
+    out.push(b'\n');
     Bytes::from(out)
 }
 

@@ -52,12 +52,24 @@ fn raw_message(msg: &Message) -> Bytes {
 /// `{"channel":..,"offset":..,"data":..}`: JSON data embedded as is, text as a string,
 /// binary as base64 with `"encoding":"base64"`.
 fn json_message(msg: &Message) -> Bytes {
+    frame::encode(frame::OP_TEXT, &message_json(msg, false, 0))
+}
+
+/// The JSON object of a published message, shared by the JSON-mode frame and the NDJSON
+/// stream: `{"channel":..,"offset":..[,"epoch":..],"data":..}`, JSON data embedded as
+/// is, text as a string, binary as base64 with `"encoding":"base64"`; `spare` bytes of
+/// capacity are left for the caller to append.
+pub(crate) fn message_json(msg: &Message, with_epoch: bool, spare: usize) -> Vec<u8> {
     let payload = &msg.payload;
-    let mut body = Vec::with_capacity(payload.data.len() + msg.channel.len() + 48);
+    let mut body = Vec::with_capacity(payload.data.len() + msg.channel.len() + 64 + spare);
     body.extend_from_slice(b"{\"channel\":");
     serde_json::to_writer(&mut body, &*msg.channel).expect("string serializes");
     body.extend_from_slice(b",\"offset\":");
     body.extend_from_slice(msg.offset.to_string().as_bytes());
+    if let (true, Some(epoch)) = (with_epoch, &msg.epoch) {
+        body.extend_from_slice(b",\"epoch\":");
+        serde_json::to_writer(&mut body, &**epoch).expect("string serializes");
+    }
     body.extend_from_slice(b",\"data\":");
     match payload.kind {
         Kind::Json => body.extend_from_slice(&payload.data),
@@ -67,7 +79,7 @@ fn json_message(msg: &Message) -> Bytes {
         body.extend_from_slice(b",\"encoding\":\"base64\"");
     }
     body.push(b'}');
-    frame::encode(frame::OP_TEXT, &body)
+    body
 }
 
 /// `{"channel":..,"event":"join"|"leave","client":..,"user":..}`.
