@@ -6,8 +6,9 @@
 //! Write coalescing, adaptive (issue #18 item 2): a client is flushed at once (the
 //! flusher task is kicked) unless its lane is busy (`pace::Meter`: the share of time the
 //! lane would spend writing every frame apart is high) and the client was flushed less
-//! than `window` ms ago; then it waits for the next tick (a quarter window), so one
-//! `writev` carries several messages. A channel busier than 50 msg/s no longer pays up
+//! than `window` ms ago; then it waits for the lane's next flush of waiting clients,
+//! every tick (a quarter window) or, the busier the lane, every few ticks up to the
+//! window (`pace::stretch`), so one `writev` carries several messages. A channel busier than 50 msg/s no longer pays up
 //! to a tick per message while the core has time to spare, and the max-rate batching is
 //! what it was. Even flushed at once, a lane batches by itself when busy: a client
 //! already waiting to be flushed takes new frames into the same write.
@@ -36,6 +37,10 @@ struct Lane {
     kick: Notify,
     /// Busy enough that recently flushed clients wait for the tick (`meter` decides).
     batching: AtomicBool,
+    /// Ticks between two flushes of `later` (`meter` decides; 1 when not batching).
+    stretch: AtomicU32,
+    /// Ticks since `later` was last flushed (only the lane's own task touches it).
+    ticks: AtomicU32,
     meter: Mutex<Meter>,
 }
 
@@ -46,6 +51,8 @@ impl Lane {
             later: Mutex::default(),
             kick: Notify::new(),
             batching: AtomicBool::new(false),
+            stretch: AtomicU32::new(1),
+            ticks: AtomicU32::new(0),
             meter: Mutex::new(Meter::new(now)),
         }
     }
@@ -112,16 +119,24 @@ impl Coalescer {
         Duration::from_millis(u64::from((self.window / 4).max(1)))
     }
 
-    /// Advances the clock, flushes every client of lane `i` waiting for the tick (and
-    /// any due now) and, once a measuring window is over, decides whether the lane
-    /// batches; the bytes written.
+    /// Advances the clock, flushes the clients of lane `i` due now and, every
+    /// `stretch` ticks, those waiting; once a measuring window is over, decides whether
+    /// the lane batches and its stretch. The bytes written.
     pub async fn tick(&self, i: usize) -> usize {
         self.clock
             .store(self.started.elapsed().as_millis() as u32, Relaxed);
         let lane = &self.lanes[i];
-        let bytes = self.flush(lane, &lane.now).await + self.flush(lane, &lane.later).await;
-        let batching = lane.meter.lock().sample(Instant::now());
-        lane.batching.store(batching, Relaxed);
+        let mut bytes = self.flush(lane, &lane.now).await;
+        let ticks = lane.ticks.load(Relaxed) + 1;
+        if ticks >= lane.stretch.load(Relaxed) {
+            lane.ticks.store(0, Relaxed);
+            bytes += self.flush(lane, &lane.later).await;
+        } else {
+            lane.ticks.store(ticks, Relaxed);
+        }
+        let mode = lane.meter.lock().sample(Instant::now());
+        lane.batching.store(mode.batching, Relaxed);
+        lane.stretch.store(mode.stretch, Relaxed);
         bytes
     }
 
@@ -134,6 +149,11 @@ impl Coalescer {
     /// Whether lane `i` batches now (see `pace`).
     pub fn batching(&self, i: usize) -> bool {
         self.lanes[i].batching.load(Relaxed)
+    }
+
+    /// Ticks between two flushes of lane `i`'s waiting clients (see `pace::stretch`).
+    pub fn stretch(&self, i: usize) -> u32 {
+        self.lanes[i].stretch.load(Relaxed)
     }
 
     /// Waits until a client of lane `i` is due now.
@@ -289,6 +309,37 @@ mod tests {
         }
         c.tick(0).await;
         assert!(c.batching(0));
+    }
+
+    // issue #18 item 3: a lane that would need several cores to write every frame apart
+    // lets waiting clients wait several ticks (up to the window), so each write carries
+    // more messages; once the load is gone it flushes at once again.
+    #[tokio::test]
+    async fn a_very_busy_lane_flushes_waiting_clients_every_few_ticks() {
+        let c = Coalescer::new(20, 1);
+        let t0 = Instant::now();
+        // 5 cores' worth: 50 ms busy of 50, 5 frames a write.
+        c.lanes[0].meter.lock().record(pace::SAMPLE, 5000, 1000);
+        while t0.elapsed() < pace::SAMPLE {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        c.tick(0).await;
+        assert!(c.batching(0));
+        assert_eq!(c.stretch(0), pace::MAX_STRETCH);
+        let a = client(1);
+        a.last_wake.store(c.clock.load(Relaxed), Relaxed);
+        c.wake(&a);
+        assert_eq!(waiting(&c), (0, 1), "flushed just now: waits");
+        let mut ticks = 0;
+        while waiting(&c).1 == 1 && ticks < 10 {
+            c.tick(0).await;
+            ticks += 1;
+        }
+        assert_eq!(waiting(&c), (0, 0));
+        assert!(
+            (2..=pace::MAX_STRETCH).contains(&ticks),
+            "waited {ticks} ticks"
+        );
     }
 
     #[tokio::test]
