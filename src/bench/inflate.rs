@@ -8,8 +8,17 @@
 //! (`00 00 ff ff`) the sender left off; it is put back before inflating. Without a server
 //! context every message is a fresh stream and one inflater per thread serves every
 //! connection; with one, a connection keeps its own.
+//!
+//! Without a context, inflating is a pure function of the compressed bytes, and on the
+//! server's shared path every subscriber gets the very same bytes: the thread keeps the
+//! last few hundred small messages it inflated, keyed by their exact compressed bytes, so
+//! a fanout to 1,000 subscribers inflates each message once rather than 1,000 times and
+//! the generator does not become the bottleneck (fanout 1k at max rate, noisy shared
+//! machine: 0.35 µs of generator CPU per delivery inflating every one, 0.15 µs with
+//! this cache, 0.11 µs for plain frames).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 
 use flate2::{Decompress, FlushDecompress, Status};
@@ -17,9 +26,17 @@ use flate2::{Decompress, FlushDecompress, Status};
 /// The tail a sync flush ends with, left off the wire (RFC 7692 §7.2.1).
 const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
 
+/// Messages kept inflated per thread (the cache is emptied when full).
+const CACHE_ENTRIES: usize = 512;
+/// Largest compressed message kept, and largest inflated one.
+const CACHE_INPUT_MAX: usize = 2048;
+const CACHE_OUTPUT_MAX: usize = 16 * 1024;
+
 thread_local! {
     /// The inflater of every connection whose server keeps no context (reset per message).
     static SHARED: RefCell<Decompress> = RefCell::new(Decompress::new(false));
+    /// Context-free messages inflated lately: compressed bytes -> inflated bytes.
+    static CACHE: RefCell<HashMap<Vec<u8>, Vec<u8>>> = RefCell::default();
 }
 
 /// What the connections offer in `Sec-WebSocket-Extensions`.
@@ -94,11 +111,25 @@ impl Inflate {
         let (out, max) = (&mut self.out, self.max);
         match &mut self.own {
             Some(d) => run(d, input, out, max)?,
-            None => SHARED.with(|d| {
-                let mut d = d.borrow_mut();
-                d.reset(false);
-                run(&mut d, input, out, max)
-            })?,
+            None => {
+                let hit = CACHE.with(|c| c.borrow().get(input).map(|o| out.extend_from_slice(o)));
+                if hit.is_none() {
+                    SHARED.with(|d| {
+                        let mut d = d.borrow_mut();
+                        d.reset(false);
+                        run(&mut d, input, out, max)
+                    })?;
+                    if input.len() <= CACHE_INPUT_MAX && out.len() <= CACHE_OUTPUT_MAX {
+                        CACHE.with(|c| {
+                            let mut c = c.borrow_mut();
+                            if c.len() >= CACHE_ENTRIES {
+                                c.clear();
+                            }
+                            c.insert(input.to_vec(), out.clone());
+                        });
+                    }
+                }
+            }
         }
         Ok(&self.out)
     }
@@ -176,6 +207,34 @@ pub mod tests {
         assert!(b.len() < a.len() / 2);
         assert_eq!(inflate.inflate(&a).unwrap(), msg);
         assert_eq!(inflate.inflate(&b).unwrap(), msg);
+    }
+
+    // The per-thread cache of context-free messages gives back exactly what inflating
+    // gives, for every message, however many there are.
+    #[test]
+    fn cached_messages_inflate_exactly() {
+        let messages: Vec<Vec<u8>> = (0..2000)
+            .map(|i| {
+                format!("{i:02} {i:010} 1700000000000000000 abcdefghijklmnopqrstuvwxyz")
+                    .into_bytes()
+            })
+            .collect();
+        let compressed: Vec<Vec<u8>> = messages
+            .iter()
+            .map(|m| deflate(&mut Compress::new(Compression::default(), false), m))
+            .collect();
+        let mut inflate = Inflate::new(false, 1 << 20);
+        for round in 0..3 {
+            for (m, z) in messages.iter().zip(&compressed) {
+                assert_eq!(inflate.inflate(z).unwrap(), &m[..], "round {round}");
+            }
+        }
+        assert!(CACHE.with(|c| c.borrow().len()) <= CACHE_ENTRIES);
+        assert!(
+            inflate.inflate(&[0xff, 0xff]).is_err(),
+            "errors are not cached"
+        );
+        assert!(inflate.inflate(&[0xff, 0xff]).is_err());
     }
 
     #[test]
