@@ -7,12 +7,20 @@
 #   RUNS=1 SERVERS="wspush uws" CASES="fanout1k echo100" bench/run.sh
 #   SERVERS="wspush-pusher soketi sockudo" CASES="fanout1k idle10k fanout10k" bench/run.sh
 #   CASES="mid1k100 mid1k1500 fanout10k10 traffic10k" bench/run.sh   # issue 18's cases
+#   SERVERS=wspush CASES="fanout1k fanout1k-sse fanout1k-deflate" bench/run.sh  # issue 15's
 #
 # Servers: wspush (native /ws), wspush-lowmem (the same with mimalloc's lazy commit and
 # immediate purge: MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0), ws and uws (bench/anchors), wspush-pusher (wspush's Pusher
 # front: subscribe by Pusher protocol 7, publish by signed POST /apps/1/events), soketi
 # and sockudo (bench/anchors/pusher, installed by its install.sh; same Pusher workload).
 # echo100 is skipped for the Pusher servers (the protocol has no echo).
+#
+# Issue 15's transports (wspush and wspush-lowmem only; skipped for the others):
+# fanout1k-sse and fanout1k-ndjson are fanout1k with Server-Sent Events (GET /sse) or
+# NDJSON (GET /stream) subscribers; fanout1k-deflate is fanout1k with permessage-deflate
+# (the server started with --compression on, the subscribers offering
+# server_no_context_takeover: one deflate per message shared by all). Every fanout
+# reports bytes on the wire per delivery, so fanout1k is the uncompressed figure beside it.
 #
 # Needs: a bench-bin build (the release code with line tables for perf; made here unless
 # BIN is given), node 20 and `npm ci` in bench/anchors (done here).
@@ -48,7 +56,10 @@ start_server() {
   local log
   log=$(mktemp)
   local extra=()
-  [ "$2" = echo100 ] && extra=(--upstream echo)
+  case $2 in
+    echo100) extra=(--upstream echo) ;;
+    *-deflate) extra=(--compression on) ;;
+  esac
   case $1 in
     wspush)
       taskset -c "$SERVER_CPU" "$BIN" serve --listen 127.0.0.1:9100 --quiet --no-console \
@@ -97,6 +108,11 @@ is_pusher() {
   case $1 in wspush-pusher|soketi|sockudo) return 0 ;; *) return 1 ;; esac
 }
 
+# only_wspush CASE: the case measures a wspush transport the anchors do not have.
+only_wspush() {
+  case $1 in *-sse|*-ndjson|*-deflate) return 0 ;; *) return 1 ;; esac
+}
+
 # target_args NAME CASE: how the generator reaches this server.
 target_args() {
   local sub=()
@@ -118,6 +134,10 @@ target_args() {
 case_args() {
   case $1 in
     fanout1k) echo "fanout --connections 1000 --rate max --publishers 16 --messages 20000 --duration 15 --payload 128 --drain-timeout 30" ;;
+    # issue 15: the same over SSE / NDJSON streams, and with permessage-deflate.
+    fanout1k-sse) echo "$(case_args fanout1k) --sse" ;;
+    fanout1k-ndjson) echo "$(case_args fanout1k) --ndjson" ;;
+    fanout1k-deflate) echo "$(case_args fanout1k) --compression shared" ;;
     idle10k) echo "idle --connections 10000 --settle 5" ;;
     idlemax) echo "idle --connections 19900 --settle 5 --source-ips 4" ;;
     fanout10k) echo "fanout --connections 10000 --rate 100 --messages 1000 --payload 128 --drain-timeout 60" ;;
@@ -175,6 +195,9 @@ for case_name in $CASES; do
   for run in $(seq "$RUNS"); do
     for server in $SERVERS; do
       if [ "$case_name" = echo100 ] && is_pusher "$server"; then continue; fi
+      if only_wspush "$case_name" && [[ $server != wspush && $server != wspush-lowmem ]]; then
+        continue
+      fi
       wait_timewait
       wait_quiet
       start_server "$server" "$case_name"

@@ -28,16 +28,25 @@ const midRate = () => [
   ['runs that missed the rate', (r) => (r.rate_missed ? 1 : 0), String],
   ['lost / gaps / duplicates / reordered', (r) => r.lost + r.gaps + r.duplicates + r.out_of_order, String],
 ];
+// Fanout at max rate: cost per delivery (with and without softirq), latency, bytes on
+// the wire per delivery (issue #15: beside the compressed and SSE figures).
+const fanoutMax = () => [
+  ['deliveries per server CPU-s', (r) => r.deliveries_per_server_cpu_s, M],
+  ['deliveries per server CPU-s, without softirq', (r) => r.deliveries_per_server_cpu_s_without_softirq, M],
+  ['deliveries/s', (r) => r.deliveries_per_s, M],
+  ['lost', (r) => r.lost, String],
+  ['latency p50', (r) => r.latency_us.p50, ms],
+  ['latency p99', (r) => r.latency_us.p99, ms],
+  ['bytes on the wire per delivery', (r) => r.wire_bytes_per_delivery, (x) => x.toFixed(1)],
+  ['server peak RSS (MiB)', (r) => r.server_peak_rss_kib / 1024, (x) => x.toFixed(1)],
+  ['generator busy (CPU-s / s)', (r) => r.client_cpu_s / r.elapsed_s, (x) => x.toFixed(2)],
+];
 const figures = {
-  fanout1k: [
-    ['deliveries per server CPU-s', (r) => r.deliveries_per_server_cpu_s, M],
-    ['deliveries/s', (r) => r.deliveries_per_s, M],
-    ['lost', (r) => r.lost, String],
-    ['latency p50', (r) => r.latency_us.p50, ms],
-    ['latency p99', (r) => r.latency_us.p99, ms],
-    ['server peak RSS (MiB)', (r) => r.server_peak_rss_kib / 1024, (x) => x.toFixed(1)],
-    ['generator busy (CPU-s / s)', (r) => r.client_cpu_s / r.elapsed_s, (x) => x.toFixed(2)],
-  ],
+  fanout1k: fanoutMax(),
+  // issue #15: the same over SSE / NDJSON streams and with permessage-deflate.
+  'fanout1k-sse': fanoutMax(),
+  'fanout1k-ndjson': fanoutMax(),
+  'fanout1k-deflate': fanoutMax(),
   idle10k: [
     ['KiB per connection', (r) => r.kib_per_connection, (x) => x.toFixed(2)],
     ['open', (r) => r.open, String],

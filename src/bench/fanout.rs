@@ -2,8 +2,13 @@
 //! as fast as they go (one publish in flight per publishing connection). Every payload
 //! carries its publisher, sequence number and send time; every delivery is checked for
 //! loss, order and size, and timed.
+//!
+//! Subscribers are WebSocket connections (optionally with permessage-deflate,
+//! `--compression`), or Server-Sent Events / NDJSON streams (`--sse`, `--ndjson`; issue
+//! #15). Every byte they read is counted: bytes on the wire per delivery.
 
 use std::cell::{Cell, RefCell};
+use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -15,6 +20,7 @@ use tokio::time::Instant;
 use super::check::{Checker, Tracker};
 use super::cpu;
 use super::publish::{self, How, Plan, Rate};
+use super::sse::{self, Mode};
 use super::stats::{Histogram, Stamp, STAMP_LEN};
 use super::sys::{self, wall_ns};
 use super::wire::{Conn, Url};
@@ -47,6 +53,13 @@ pub struct Options {
     /// Pause between the last connection opening and the first publish, in seconds.
     #[arg(long, default_value_t = 0.5)]
     pub settle: f64,
+    /// Subscribers are Server-Sent Events streams (`GET /sse?channels=CHANNEL`; `--url
+    /// http://...` to point elsewhere) instead of WebSocket connections.
+    #[arg(long, conflicts_with_all = ["ndjson", "compression", "protocol"])]
+    pub sse: bool,
+    /// Subscribers are NDJSON streams (`GET /stream?channels=CHANNEL`).
+    #[arg(long, conflicts_with_all = ["compression", "protocol"])]
+    pub ndjson: bool,
 }
 
 /// What the receivers count (one thread: cells, no atomics).
@@ -54,6 +67,10 @@ pub struct Options {
 struct Shared {
     delivered: Cell<u64>,
     malformed: Cell<u64>,
+    /// Bytes the subscribers read from their sockets.
+    wire_bytes: Cell<u64>,
+    /// Compressed messages received.
+    inflated: Cell<u64>,
     closed: Cell<u64>,
     errors: Cell<u64>,
     last_delivery_ns: Cell<u64>,
@@ -64,7 +81,96 @@ struct Shared {
     done: Notify,
 }
 
+/// One subscriber.
+enum Subscriber {
+    Ws(Conn),
+    Stream(sse::Stream),
+}
+
+impl Subscriber {
+    async fn recv(&mut self, on_message: &mut impl FnMut(&[u8], u64)) -> io::Result<bool> {
+        match self {
+            Subscriber::Ws(conn) => conn.recv(on_message).await,
+            Subscriber::Stream(stream) => stream.recv(on_message).await,
+        }
+    }
+
+    /// Bytes read and compressed messages received so far.
+    fn counts(&self) -> (u64, u64) {
+        match self {
+            Subscriber::Ws(conn) => (conn.wire_bytes(), conn.inflated()),
+            Subscriber::Stream(stream) => (stream.wire_bytes(), 0),
+        }
+    }
+}
+
+/// The subscribers opened.
+struct Opened {
+    subscribers: Vec<Subscriber>,
+    failed: usize,
+    first_error: Option<String>,
+    /// With `--compression`: how many agreed on it, and how many of those the server
+    /// keeps a compression context for.
+    deflate: (usize, usize),
+}
+
 impl Options {
+    /// The streaming transport asked for, if any.
+    fn stream_mode(&self) -> Option<Mode> {
+        match (self.sse, self.ndjson) {
+            (true, _) => Some(Mode::Sse),
+            (_, true) => Some(Mode::Ndjson),
+            _ => None,
+        }
+    }
+
+    /// The subscriber URL.
+    fn url(&self) -> String {
+        let target = &self.target;
+        match (self.stream_mode(), &target.url) {
+            (Some(Mode::Sse), None) => {
+                format!("http://{}/sse?channels={}", target.server, target.channel)
+            }
+            (Some(Mode::Ndjson), None) => {
+                format!(
+                    "http://{}/stream?channels={}",
+                    target.server, target.channel
+                )
+            }
+            _ => target.ws_url(true),
+        }
+    }
+
+    async fn open(&self, url: &Url) -> Opened {
+        let target = &self.target;
+        let Some(mode) = self.stream_mode() else {
+            let opened = target.open(url, self.connections, true).await;
+            let deflate = opened.conns.iter().filter_map(Conn::deflate);
+            let deflate = deflate.fold((0, 0), |(n, kept), keep| (n + 1, kept + keep as usize));
+            return Opened {
+                subscribers: opened.conns.into_iter().map(Subscriber::Ws).collect(),
+                failed: opened.failed,
+                first_error: opened.first_error,
+                deflate,
+            };
+        };
+        let (streams, failed, first_error) = sse::open_many(
+            url,
+            self.connections,
+            target.source_ips,
+            target.connect_concurrency,
+            target.connect_timeout(),
+            mode,
+        )
+        .await;
+        Opened {
+            subscribers: streams.into_iter().map(Subscriber::Stream).collect(),
+            failed,
+            first_error,
+            deflate: (0, 0),
+        }
+    }
+
     fn plan(&self) -> Plan {
         Plan {
             messages: self.messages,
@@ -84,12 +190,13 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         bail!("--publishers must be 1..=100");
     }
     let target = &opts.target;
-    let ws_url = target.ws_url(true);
-    let url = Url::parse(&ws_url, "ws").await?;
+    let mode = opts.stream_mode();
+    let ws_url = opts.url();
+    let url = Url::parse(&ws_url, if mode.is_some() { "http" } else { "ws" }).await?;
     let publish = Url::parse(&how.url(target), "http").await?;
 
-    let opened = target.open(&url, opts.connections, true).await;
-    let connected = opened.conns.len() as u64;
+    let opened = opts.open(&url).await;
+    let connected = opened.subscribers.len() as u64;
     if connected == 0 {
         bail!(
             "no subscriber could connect to {ws_url}: {}",
@@ -101,14 +208,15 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         ..Shared::default()
     });
     let pusher = target.protocol == Protocol::Pusher;
-    let mut trackers = Vec::with_capacity(opened.conns.len());
-    for conn in opened.conns {
+    let mut trackers = Vec::with_capacity(opened.subscribers.len());
+    for sub in opened.subscribers {
         let tracker = Rc::new(RefCell::new(Tracker::default()));
         trackers.push(tracker.clone());
-        tokio::task::spawn_local(receive(conn, shared.clone(), tracker, how.payload, pusher));
+        tokio::task::spawn_local(receive(sub, shared.clone(), tracker, how.payload, pusher));
     }
     tokio::time::sleep(Duration::from_secs_f64(opts.settle)).await;
 
+    let wire_before = (shared.wire_bytes.get(), shared.inflated.get());
     let window = cpu::Window::start(target);
     let own_cpu_before = sys::cpu_seconds(None);
     let start_ns = wall_ns();
@@ -126,6 +234,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             .is_ok()
     {}
     let server_cpu = window.stop();
+    let wire_bytes = shared.wire_bytes.get() - wire_before.0;
+    let inflated = shared.inflated.get() - wire_before.1;
     let own_cpu = sys::cpu_seconds(None)
         .zip(own_cpu_before)
         .map(|(a, b)| a - b);
@@ -157,9 +267,22 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         Rate::Max => "max".to_string(),
         Rate::PerSecond(r) => format!("{r}/s"),
     };
+    let transport = mode.map_or("websocket", Mode::name);
+    let compression = target.compression.map_or("off", |o| o.name());
+    let per_delivery = wire_bytes as f64 / delivered.max(1) as f64;
     r.row(
         "subscribers",
-        format!("{connected} of {}", opts.connections),
+        format!(
+            "{connected} of {} ({transport}{})",
+            opts.connections,
+            match target.compression {
+                Some(_) => format!(
+                    ", permessage-deflate: {} agreed, {} with a server context",
+                    opened.deflate.0, opened.deflate.1
+                ),
+                None => String::new(),
+            }
+        ),
     );
     r.row(
         "published",
@@ -188,6 +311,13 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         ),
     );
     r.row("deliveries/s", si(per_second));
+    r.row(
+        "bytes on the wire",
+        format!(
+            "{wire_bytes} B read by the subscribers, {per_delivery:.1} B per delivery \
+             ({inflated} compressed messages)"
+        ),
+    );
     r.row(
         if matches!(opts.rate, Rate::PerSecond(_)) {
             "latency (from the intended send)"
@@ -219,6 +349,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     }
     r.field("connections", connected);
     r.field("connect_failed", opened.failed as u64);
+    r.field("transport", transport);
+    r.field("compression", compression);
+    r.field("deflate_connections", opened.deflate.0 as u64);
+    r.field("deflate_context_connections", opened.deflate.1 as u64);
     r.field(
         "rate",
         match opts.rate {
@@ -242,6 +376,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     r.field("closed", shared.closed.get());
     r.field("elapsed_s", round(span, 3));
     r.field("deliveries_per_s", round(per_second, 0));
+    r.field("wire_bytes", wire_bytes);
+    r.field("wire_bytes_per_delivery", round(per_delivery, 2));
+    r.field("compressed_messages", inflated);
     r.field(
         "latency_from",
         if matches!(opts.rate, Rate::PerSecond(_)) {
@@ -271,7 +408,7 @@ fn pusher_payload(message: &[u8], len: usize) -> Option<&[u8]> {
 
 /// One subscriber: checks and times every delivery until the connection ends.
 async fn receive(
-    mut conn: Conn,
+    mut sub: Subscriber,
     shared: Rc<Shared>,
     tracker: Rc<RefCell<Tracker>>,
     payload: usize,
@@ -296,8 +433,14 @@ async fn receive(
             .record(now.saturating_sub(stamp.sent_ns));
         s.last_delivery_ns.set(now);
     };
+    let mut counted = sub.counts();
     loop {
-        match conn.recv(&mut on_message).await {
+        let received = sub.recv(&mut on_message).await;
+        let now = sub.counts();
+        s.wire_bytes.set(s.wire_bytes.get() + now.0 - counted.0);
+        s.inflated.set(s.inflated.get() + now.1 - counted.1);
+        counted = now;
+        match received {
             Ok(true) => {
                 if s.delivered.get() >= s.target.get() {
                     s.done.notify_one();

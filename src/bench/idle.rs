@@ -93,8 +93,15 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         let start = std::time::Instant::now();
         let timeout = Duration::from_secs_f64(target.connect_timeout);
         let (n, concurrency) = (opts.connections, target.connect_concurrency);
-        let (streams, failed, first_error) =
-            sse::open_many(&url, n, target.source_ips, concurrency, timeout).await;
+        let (streams, failed, first_error) = sse::open_many(
+            &url,
+            n,
+            target.source_ips,
+            concurrency,
+            timeout,
+            sse::Mode::Sse,
+        )
+        .await;
         let connected = streams.len();
         for stream in streams {
             let held = held.clone();

@@ -17,10 +17,13 @@
 mod check;
 mod cpu;
 pub mod echo;
+mod events;
 pub mod fanout;
 mod http;
 pub mod idle;
+mod inflate;
 mod publish;
+mod reader;
 mod sse;
 mod stats;
 mod sys;
@@ -96,6 +99,13 @@ pub struct Target {
     /// (tick-based accounting) or `separate` (`CONFIG_IRQ_TIME_ACCOUNTING=y`).
     #[arg(long, value_enum, default_value_t = cpu::SoftirqAccounting::Charged)]
     pub softirq_accounting: cpu::SoftirqAccounting,
+    /// Offer permessage-deflate on every WebSocket connection and inflate what comes
+    /// compressed (the server needs `serve --compression on`): `shared` offers
+    /// `server_no_context_takeover` (the server compresses each message once for all),
+    /// `context` does not (a server with `--compression-context-takeover` then keeps a
+    /// compressor per connection). `--compression` alone is `shared`.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "shared")]
+    pub compression: Option<inflate::Offer>,
 }
 
 /// How a subscriber joins its channel.
@@ -147,6 +157,7 @@ impl Target {
             self.connect_concurrency,
             self.connect_timeout(),
             pusher.filter(|_| subscribe),
+            self.compression,
         )
         .await
     }
@@ -294,6 +305,7 @@ mod tests {
             },
             server_cpu: None,
             softirq_accounting: cpu::SoftirqAccounting::Charged,
+            compression: None,
         };
         let mut r = Report::new("fanout", &target, "ws://h:1/ws");
         r.field("n", 3);

@@ -1,6 +1,8 @@
 //! A small WebSocket client for the generator: TCP connect (from a chosen source
-//! address), the HTTP upgrade, then server frames parsed straight out of one shared
-//! read buffer (many frames per read, frames split across reads). Pings are answered.
+//! address), the HTTP upgrade (offering permessage-deflate when asked), then server
+//! frames parsed straight out of one shared read buffer (`reader`: many frames per read,
+//! frames split across reads). Pings are answered. Every byte read after the handshake
+//! is counted (bytes on the wire).
 
 use std::cell::RefCell;
 use std::io;
@@ -13,12 +15,12 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use super::inflate::{self, Inflate, Offer};
+use super::reader::{Event, Reader, MAX_MESSAGE};
 use crate::frame;
 
 /// Bytes read per `try_read`; one buffer per thread, not per connection.
 const READ_BUF: usize = 128 * 1024;
-/// Largest server message accepted.
-const MAX_MESSAGE: u64 = 64 << 20;
 
 thread_local! {
     static READ: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUF]);
@@ -90,103 +92,40 @@ pub async fn tcp(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<TcpSt
     Ok(stream)
 }
 
-/// One event parsed from the server.
-enum Event<'a> {
-    Message(&'a [u8]),
-    Ping(&'a [u8]),
-    Close,
-}
-
-/// Incremental parser of server frames. Holds no bytes between complete frames.
-#[derive(Debug, Default)]
-pub struct Reader {
-    partial: Vec<u8>,
-    fragments: Option<Vec<u8>>,
-}
-
-impl Reader {
-    /// Parses `input`, calling `on` for every complete event.
-    fn feed(&mut self, input: &[u8], on: &mut impl FnMut(Event<'_>)) -> io::Result<()> {
-        if self.partial.is_empty() {
-            let used = parse(input, &mut self.fragments, on)?;
-            self.partial.extend_from_slice(&input[used..]);
-        } else {
-            let mut buf = std::mem::take(&mut self.partial);
-            buf.extend_from_slice(input);
-            let used = parse(&buf, &mut self.fragments, on)?;
-            buf.drain(..used);
-            if !buf.is_empty() || buf.capacity() <= 4096 {
-                self.partial = buf;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn protocol(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
-}
-
-/// Parses every complete frame at the start of `buf`; the bytes consumed.
-fn parse(
-    buf: &[u8],
-    fragments: &mut Option<Vec<u8>>,
-    on: &mut impl FnMut(Event<'_>),
-) -> io::Result<usize> {
-    let mut pos = 0;
+/// Waits until `stream` has input and hands what it holds to `on_chunk(bytes, now_ns)`
+/// (a few reads per wake-up, into the thread's shared buffer) until `on_chunk` returns
+/// false or the socket would block; `Ok(false)` at EOF or when `on_chunk` said stop.
+pub async fn read_ready(
+    stream: &TcpStream,
+    on_chunk: &mut impl FnMut(&[u8], u64) -> io::Result<bool>,
+) -> io::Result<bool> {
     loop {
-        let rest = &buf[pos..];
-        if rest.len() < 2 {
-            return Ok(pos);
-        }
-        let (b0, b1) = (rest[0], rest[1]);
-        if b1 & 0x80 != 0 {
-            return Err(protocol("the server sent a masked frame"));
-        }
-        let (len, header) = match b1 & 0x7f {
-            126 if rest.len() < 4 => return Ok(pos),
-            126 => (u16::from_be_bytes([rest[2], rest[3]]) as u64, 4),
-            127 if rest.len() < 10 => return Ok(pos),
-            127 => (
-                u64::from_be_bytes(rest[2..10].try_into().expect("8 bytes")),
-                10,
-            ),
-            n => (n as u64, 2),
-        };
-        if len > MAX_MESSAGE {
-            return Err(protocol("server frame too large"));
-        }
-        let end = header + len as usize;
-        if rest.len() < end {
-            return Ok(pos);
-        }
-        let payload = &rest[header..end];
-        let fin = b0 & 0x80 != 0;
-        match b0 & 0x0f {
-            frame::OP_TEXT | frame::OP_BINARY if fragments.is_some() => {
-                return Err(protocol("new message inside a fragmented one"))
-            }
-            frame::OP_TEXT | frame::OP_BINARY if fin => on(Event::Message(payload)),
-            frame::OP_TEXT | frame::OP_BINARY => *fragments = Some(payload.to_vec()),
-            0 => {
-                let Some(data) = fragments.as_mut() else {
-                    return Err(protocol("continuation without a message"));
-                };
-                data.extend_from_slice(payload);
-                if fin {
-                    let data = fragments.take().expect("fragments present");
-                    on(Event::Message(&data));
+        stream.readable().await?;
+        let read = READ.with(|buf| -> io::Result<Option<bool>> {
+            let mut buf = buf.borrow_mut();
+            let mut progressed = false;
+            // A few reads per wake-up while the socket keeps filling the buffer.
+            for _ in 0..4 {
+                match stream.try_read(&mut buf) {
+                    Ok(0) => return Ok(Some(false)),
+                    Ok(n) => {
+                        progressed = true;
+                        if !on_chunk(&buf[..n], super::sys::wall_ns())? {
+                            return Ok(Some(false));
+                        }
+                        if n < buf.len() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
                 }
             }
-            frame::OP_PING => on(Event::Ping(payload)),
-            frame::OP_PONG => {}
-            frame::OP_CLOSE => {
-                on(Event::Close);
-                return Ok(buf.len());
-            }
-            _ => return Err(protocol("reserved opcode")),
+            Ok(progressed.then_some(true))
+        })?;
+        if let Some(open) = read {
+            return Ok(open);
         }
-        pos += end;
     }
 }
 
@@ -195,12 +134,28 @@ fn parse(
 pub struct Conn {
     stream: TcpStream,
     reader: Reader,
+    /// Bytes read after the handshake's response head.
+    wire_bytes: u64,
+    /// The server agreed on permessage-deflate: `Some(keeps_context)`.
+    deflate: Option<bool>,
     /// Frames that came with the handshake response, fed on the first `recv`.
     leftover: Vec<u8>,
     replies: Vec<u8>,
     closed: bool,
     /// Pusher protocol: `pusher:ping` messages are answered, not passed on.
     pusher: bool,
+}
+
+fn protocol(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// The value of header `name` (lower case) in a response head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
 
 /// The Pusher event name of a message (setup only: parses the JSON).
@@ -217,12 +172,21 @@ fn is_pusher_ping(data: &[u8]) -> bool {
 const PUSHER_PONG: &[u8] = br#"{"event":"pusher:pong","data":{}}"#;
 
 impl Conn {
-    /// Connects and performs the opening handshake.
-    pub async fn open(url: &Url, source: Option<Ipv4Addr>) -> io::Result<Conn> {
+    /// Connects and performs the opening handshake, offering permessage-deflate with
+    /// `offer` (and failing when the server does not take it).
+    pub async fn open(
+        url: &Url,
+        source: Option<Ipv4Addr>,
+        offer: Option<Offer>,
+    ) -> io::Result<Conn> {
         let mut stream = tcp(url.addr, source).await?;
+        let extensions = offer
+            .map(|o| format!("Sec-WebSocket-Extensions: {}\r\n", o.header()))
+            .unwrap_or_default();
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             {extensions}\r\n",
             url.path, url.host
         );
         stream.write_all(request.as_bytes()).await?;
@@ -251,9 +215,19 @@ impl Conn {
                 String::from_utf8_lossy(status)
             )));
         }
+        let answer = String::from_utf8_lossy(&head[..end]);
+        let deflate = header(&answer, "sec-websocket-extensions").and_then(inflate::accepted);
+        if offer.is_some() && deflate.is_none() {
+            return Err(protocol(
+                "the server did not accept permessage-deflate (serve --compression on)",
+            ));
+        }
+        let inflate = deflate.map(|keep| Inflate::new(keep, MAX_MESSAGE as usize));
         Ok(Conn {
             stream,
-            reader: Reader::default(),
+            reader: Reader::new(inflate),
+            wire_bytes: (head.len() - end) as u64,
+            deflate,
             leftover: head[end..].to_vec(),
             replies: Vec::new(),
             closed: false,
@@ -314,53 +288,46 @@ impl Conn {
             self.feed(&leftover, on_message)?;
             return Ok(!self.closed);
         }
-        loop {
-            self.stream.readable().await?;
-            let Conn {
-                stream,
-                reader,
-                replies,
-                closed,
-                pusher,
-                ..
-            } = self;
-            let read = READ.with(|buf| -> io::Result<Option<bool>> {
-                let mut buf = buf.borrow_mut();
-                let mut progressed = false;
-                // A few reads per wake-up while the socket keeps filling the buffer.
-                for _ in 0..4 {
-                    match stream.try_read(&mut buf) {
-                        Ok(0) => {
-                            *closed = true;
-                            return Ok(Some(false));
-                        }
-                        Ok(n) => {
-                            progressed = true;
-                            let now = super::sys::wall_ns();
-                            reader.feed(&buf[..n], &mut |event| {
-                                handle(event, now, *pusher, replies, closed, on_message)
-                            })?;
-                            if *closed {
-                                return Ok(Some(false));
-                            }
-                            if n < buf.len() {
-                                break;
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(progressed.then_some(true))
+        let Conn {
+            stream,
+            reader,
+            replies,
+            closed,
+            pusher,
+            wire_bytes,
+            ..
+        } = self;
+        let open = read_ready(stream, &mut |chunk, now| {
+            *wire_bytes += chunk.len() as u64;
+            reader.feed(chunk, &mut |event| {
+                handle(event, now, *pusher, replies, closed, on_message)
             })?;
-            if !self.replies.is_empty() {
-                let replies = std::mem::take(&mut self.replies);
-                self.stream.write_all(&replies).await?;
-            }
-            if let Some(open) = read {
-                return Ok(open);
-            }
+            Ok(!*closed)
+        })
+        .await?;
+        if !open {
+            self.closed = true;
         }
+        if !self.replies.is_empty() {
+            let replies = std::mem::take(&mut self.replies);
+            self.stream.write_all(&replies).await?;
+        }
+        Ok(open)
+    }
+
+    /// Bytes read from the socket after the handshake's response head, so far.
+    pub fn wire_bytes(&self) -> u64 {
+        self.wire_bytes
+    }
+
+    /// Compressed messages received so far.
+    pub fn inflated(&self) -> u64 {
+        self.reader.inflated()
+    }
+
+    /// `Some(keeps_context)` when the server agreed on permessage-deflate.
+    pub fn deflate(&self) -> Option<bool> {
+        self.deflate
     }
 
     fn feed(&mut self, input: &[u8], on_message: &mut impl FnMut(&[u8], u64)) -> io::Result<()> {
@@ -427,6 +394,7 @@ pub async fn open_many(
     concurrency: usize,
     timeout: Duration,
     pusher_channel: Option<&str>,
+    offer: Option<Offer>,
 ) -> Opened {
     let start = tokio::time::Instant::now();
     let deadline = start + timeout;
@@ -435,7 +403,7 @@ pub async fn open_many(
     let mut first_error = None;
     let mut pending = pin!(futures_util::stream::iter(0..n)
         .map(|i| async move {
-            let mut conn = Conn::open(url, source(i, source_ips)).await?;
+            let mut conn = Conn::open(url, source(i, source_ips), offer).await?;
             if let Some(channel) = pusher_channel {
                 conn.pusher_subscribe(channel).await?;
             }
@@ -468,66 +436,6 @@ pub async fn open_many(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frames(bytes: &[u8], chunk: usize) -> Vec<Vec<u8>> {
-        let mut reader = Reader::default();
-        let mut got = Vec::new();
-        for piece in bytes.chunks(chunk) {
-            reader
-                .feed(piece, &mut |e| {
-                    if let Event::Message(d) = e {
-                        got.push(d.to_vec())
-                    }
-                })
-                .unwrap();
-        }
-        assert!(reader.partial.is_empty());
-        got
-    }
-
-    #[test]
-    fn parses_many_frames_split_anywhere() {
-        let small = vec![b'a'; 100];
-        let mid = vec![b'b'; 300];
-        let big = vec![b'c'; 70_000];
-        let mut stream = Vec::new();
-        for p in [&small, &mid, &big, &small] {
-            stream.extend_from_slice(&frame::encode(frame::OP_TEXT, p));
-        }
-        for chunk in [1, 2, 3, 7, 128, 1000, stream.len()] {
-            assert_eq!(
-                frames(&stream, chunk),
-                vec![small.clone(), mid.clone(), big.clone(), small.clone()]
-            );
-        }
-    }
-
-    #[test]
-    fn assembles_fragments_and_reports_ping_and_close() {
-        let mut first = frame::encode(frame::OP_TEXT, b"hel").to_vec();
-        first[0] &= 0x7f;
-        let mut stream = first;
-        stream.extend_from_slice(&frame::encode(frame::OP_PING, b"p"));
-        stream.extend_from_slice(&frame::encode(0, b"lo"));
-        stream.extend_from_slice(&frame::close(1001, "bye"));
-        let mut events = Vec::new();
-        Reader::default()
-            .feed(&stream, &mut |e| {
-                events.push(match e {
-                    Event::Message(d) => format!("msg {}", String::from_utf8_lossy(d)),
-                    Event::Ping(d) => format!("ping {}", String::from_utf8_lossy(d)),
-                    Event::Close => "close".into(),
-                })
-            })
-            .unwrap();
-        assert_eq!(events, ["ping p", "msg hello", "close"]);
-    }
-
-    #[test]
-    fn rejects_masked_server_frames() {
-        let masked = frame::encode_masked(frame::OP_TEXT, b"x", [1, 2, 3, 4]);
-        assert!(Reader::default().feed(&masked, &mut |_| {}).is_err());
-    }
 
     #[tokio::test]
     async fn parses_urls() {
