@@ -1,18 +1,21 @@
 //! A small WebSocket client for the generator: TCP connect (from a chosen source
-//! address), the HTTP upgrade, then server frames parsed straight out of one shared
-//! read buffer (many frames per read, frames split across reads). Pings are answered.
+//! address; TLS for wss://, see `tls`), the HTTP upgrade, then server frames parsed
+//! straight out of one shared read buffer (many frames per read, frames split across
+//! reads). Pings are answered.
 
 use std::cell::RefCell;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::pin;
+use std::pin::{pin, Pin};
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
+use super::tls::Stream;
 use crate::frame;
 
 /// Bytes read per `try_read`; one buffer per thread, not per connection.
@@ -33,15 +36,21 @@ pub struct Url {
     pub host: String,
     /// Path and query.
     pub path: String,
+    /// wss:// or https://: TLS over the connection.
+    pub tls: bool,
 }
 
 impl Url {
-    /// Parses and resolves `url`, which must use `scheme` (`ws` or `http`).
+    /// Parses and resolves `url`, which must use `scheme` (`ws` or `http`) or its TLS
+    /// form (`wss`, `https`).
     pub async fn parse(url: &str, scheme: &str) -> anyhow::Result<Url> {
-        let rest = url
-            .strip_prefix(scheme)
-            .and_then(|r| r.strip_prefix("://"))
-            .with_context(|| format!("{url}: expected a {scheme}:// URL"))?;
+        let expected = || format!("{url}: expected a {scheme}:// or {scheme}s:// URL");
+        let rest = url.strip_prefix(scheme).with_context(expected)?;
+        let (tls, rest) = match rest.strip_prefix('s') {
+            Some(rest) => (true, rest),
+            None => (false, rest),
+        };
+        let rest = rest.strip_prefix("://").with_context(expected)?;
         let (host, path) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
             Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
@@ -56,7 +65,7 @@ impl Url {
         {
             host.to_string()
         } else {
-            format!("{host}:80")
+            format!("{host}:{}", if tls { 443 } else { 80 })
         };
         let addr = tokio::net::lookup_host(&with_port)
             .await
@@ -67,6 +76,7 @@ impl Url {
             addr,
             host: host.to_string(),
             path,
+            tls,
         })
     }
 }
@@ -193,7 +203,7 @@ fn parse(
 /// An open WebSocket client connection.
 #[derive(Debug)]
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     reader: Reader,
     /// Frames that came with the handshake response, fed on the first `recv`.
     leftover: Vec<u8>,
@@ -219,13 +229,14 @@ const PUSHER_PONG: &[u8] = br#"{"event":"pusher:pong","data":{}}"#;
 impl Conn {
     /// Connects and performs the opening handshake.
     pub async fn open(url: &Url, source: Option<Ipv4Addr>) -> io::Result<Conn> {
-        let mut stream = tcp(url.addr, source).await?;
+        let mut stream = Stream::connect(url, source).await?;
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             url.path, url.host
         );
         stream.write_all(request.as_bytes()).await?;
+        stream.flush().await?;
         let mut head = Vec::with_capacity(512);
         let end = loop {
             if head.len() > 16 * 1024 {
@@ -315,7 +326,6 @@ impl Conn {
             return Ok(!self.closed);
         }
         loop {
-            self.stream.readable().await?;
             let Conn {
                 stream,
                 reader,
@@ -324,38 +334,70 @@ impl Conn {
                 pusher,
                 ..
             } = self;
-            let read = READ.with(|buf| -> io::Result<Option<bool>> {
-                let mut buf = buf.borrow_mut();
-                let mut progressed = false;
-                // A few reads per wake-up while the socket keeps filling the buffer.
-                for _ in 0..4 {
-                    match stream.try_read(&mut buf) {
-                        Ok(0) => {
-                            *closed = true;
-                            return Ok(Some(false));
-                        }
-                        Ok(n) => {
-                            progressed = true;
-                            let now = super::sys::wall_ns();
-                            reader.feed(&buf[..n], &mut |event| {
-                                handle(event, now, *pusher, replies, closed, on_message)
-                            })?;
-                            if *closed {
-                                return Ok(Some(false));
+            let read = match stream {
+                Stream::Plain(stream) => {
+                    stream.readable().await?;
+                    READ.with(|buf| -> io::Result<Option<bool>> {
+                        let mut buf = buf.borrow_mut();
+                        let mut progressed = false;
+                        // A few reads per wake-up while the socket keeps filling the buffer.
+                        for _ in 0..4 {
+                            match stream.try_read(&mut buf) {
+                                Ok(0) => {
+                                    *closed = true;
+                                    return Ok(Some(false));
+                                }
+                                Ok(n) => {
+                                    progressed = true;
+                                    let now = super::sys::wall_ns();
+                                    reader.feed(&buf[..n], &mut |event| {
+                                        handle(event, now, *pusher, replies, closed, on_message)
+                                    })?;
+                                    if *closed {
+                                        return Ok(Some(false));
+                                    }
+                                    if n < buf.len() {
+                                        break;
+                                    }
+                                }
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                                Err(e) => return Err(e),
                             }
-                            if n < buf.len() {
-                                break;
-                            }
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e),
-                    }
+                        Ok(progressed.then_some(true))
+                    })?
                 }
-                Ok(progressed.then_some(true))
-            })?;
+                // One TLS read per wake-up, fed while the shared buffer is borrowed (never
+                // across an await).
+                Stream::Tls(tls) => {
+                    std::future::poll_fn(|cx| {
+                        READ.with(|buf| {
+                            let mut buf = buf.borrow_mut();
+                            let mut read = ReadBuf::new(&mut buf);
+                            match Pin::new(&mut **tls).poll_read(cx, &mut read) {
+                                Poll::Pending => Poll::Pending,
+                                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                                Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                                    *closed = true;
+                                    Poll::Ready(Ok(Some(false)))
+                                }
+                                Poll::Ready(Ok(())) => {
+                                    let now = super::sys::wall_ns();
+                                    let fed = reader.feed(read.filled(), &mut |event| {
+                                        handle(event, now, *pusher, replies, closed, on_message)
+                                    });
+                                    Poll::Ready(fed.map(|()| Some(!*closed)))
+                                }
+                            }
+                        })
+                    })
+                    .await?
+                }
+            };
             if !self.replies.is_empty() {
                 let replies = std::mem::take(&mut self.replies);
                 self.stream.write_all(&replies).await?;
+                self.stream.flush().await?;
             }
             if let Some(open) = read {
                 return Ok(open);
@@ -380,7 +422,8 @@ impl Conn {
     /// Sends a masked text frame.
     pub async fn send_text(&mut self, payload: &[u8], mask: [u8; 4]) -> io::Result<()> {
         let bytes = frame::encode_masked(frame::OP_TEXT, payload, mask);
-        self.stream.write_all(&bytes).await
+        self.stream.write_all(&bytes).await?;
+        self.stream.flush().await
     }
 }
 
@@ -466,88 +509,5 @@ pub async fn open_many(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frames(bytes: &[u8], chunk: usize) -> Vec<Vec<u8>> {
-        let mut reader = Reader::default();
-        let mut got = Vec::new();
-        for piece in bytes.chunks(chunk) {
-            reader
-                .feed(piece, &mut |e| {
-                    if let Event::Message(d) = e {
-                        got.push(d.to_vec())
-                    }
-                })
-                .unwrap();
-        }
-        assert!(reader.partial.is_empty());
-        got
-    }
-
-    #[test]
-    fn parses_many_frames_split_anywhere() {
-        let small = vec![b'a'; 100];
-        let mid = vec![b'b'; 300];
-        let big = vec![b'c'; 70_000];
-        let mut stream = Vec::new();
-        for p in [&small, &mid, &big, &small] {
-            stream.extend_from_slice(&frame::encode(frame::OP_TEXT, p));
-        }
-        for chunk in [1, 2, 3, 7, 128, 1000, stream.len()] {
-            assert_eq!(
-                frames(&stream, chunk),
-                vec![small.clone(), mid.clone(), big.clone(), small.clone()]
-            );
-        }
-    }
-
-    #[test]
-    fn assembles_fragments_and_reports_ping_and_close() {
-        let mut first = frame::encode(frame::OP_TEXT, b"hel").to_vec();
-        first[0] &= 0x7f;
-        let mut stream = first;
-        stream.extend_from_slice(&frame::encode(frame::OP_PING, b"p"));
-        stream.extend_from_slice(&frame::encode(0, b"lo"));
-        stream.extend_from_slice(&frame::close(1001, "bye"));
-        let mut events = Vec::new();
-        Reader::default()
-            .feed(&stream, &mut |e| {
-                events.push(match e {
-                    Event::Message(d) => format!("msg {}", String::from_utf8_lossy(d)),
-                    Event::Ping(d) => format!("ping {}", String::from_utf8_lossy(d)),
-                    Event::Close => "close".into(),
-                })
-            })
-            .unwrap();
-        assert_eq!(events, ["ping p", "msg hello", "close"]);
-    }
-
-    #[test]
-    fn rejects_masked_server_frames() {
-        let masked = frame::encode_masked(frame::OP_TEXT, b"x", [1, 2, 3, 4]);
-        assert!(Reader::default().feed(&masked, &mut |_| {}).is_err());
-    }
-
-    #[tokio::test]
-    async fn parses_urls() {
-        let u = Url::parse("ws://127.0.0.1:9001/ws?channels=a", "ws")
-            .await
-            .unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.path.as_str()),
-            ("127.0.0.1:9001", "/ws?channels=a")
-        );
-        assert_eq!(u.addr.port(), 9001);
-        let u = Url::parse("http://127.0.0.1:9?x", "http").await.unwrap();
-        assert_eq!(u.path, "/?x");
-        assert!(Url::parse("wss://x/", "ws").await.is_err());
-    }
-
-    #[test]
-    fn sources_spread_over_loopback() {
-        assert_eq!(source(5, 1), None);
-        assert_eq!(source(0, 4), Some(Ipv4Addr::new(127, 0, 0, 1)));
-        assert_eq!(source(6, 4), Some(Ipv4Addr::new(127, 0, 0, 3)));
-    }
-}
+#[path = "wire_tests.rs"]
+mod tests;
