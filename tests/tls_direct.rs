@@ -183,7 +183,7 @@ async fn a_wss_connection_costs_one_descriptor() {
 }
 
 // issue #18 item 5: close codes over wss are unchanged: an oversized message still
-// gets 1009, and a client's close is answered with its code.
+// gets 1009, a client's close is answered with its code, shutdown sends 1001.
 #[tokio::test]
 async fn close_codes_over_wss_are_unchanged() {
     let cert = TestCert::localhost("tls-direct-close");
@@ -195,17 +195,7 @@ async fn close_codes_over_wss_are_unchanged() {
     .await;
     let mut ws = wss(server.addr, &cert, "/ws").await;
     ws.send(Message::text("x".repeat(2048))).await.unwrap();
-    let code = within("the close frame", async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
-                Some(Ok(_)) => continue,
-                other => panic!("expected a close frame, got {other:?}"),
-            }
-        }
-    })
-    .await;
-    assert_eq!(code, 1009);
+    assert_eq!(wss_close_code(&mut ws).await, 1009);
 
     let mut ws = wss(server.addr, &cert, "/ws").await;
     ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
@@ -214,7 +204,17 @@ async fn close_codes_over_wss_are_unchanged() {
     }))
     .await
     .unwrap();
-    let code = within("the close reply", async {
+    assert_eq!(wss_close_code(&mut ws).await, 4321);
+
+    // Shutdown closes every wss client with 1001.
+    let mut ws = wss(server.addr, &cert, "/ws").await;
+    let stopping = tokio::spawn(server.shutdown());
+    assert_eq!(wss_close_code(&mut ws).await, 1001);
+    within("shutdown", stopping).await.unwrap();
+}
+
+async fn wss_close_code(ws: &mut Wss) -> u16 {
+    within("a close frame", async {
         loop {
             match ws.next().await {
                 Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
@@ -223,9 +223,7 @@ async fn close_codes_over_wss_are_unchanged() {
             }
         }
     })
-    .await;
-    assert_eq!(code, 4321);
-    server.shutdown().await;
+    .await
 }
 
 // issue #18 item 5: the Pusher front over wss: subscribe, then a native publish larger
@@ -264,4 +262,53 @@ async fn pusher_over_wss_gets_large_events() {
         json!({"event": "message", "channel": "news", "data": data})
     );
     server.shutdown().await;
+}
+
+// issue #18 item 5: a wss client that stops reading while its socket is full is cut off
+// as too slow, and its connection is dropped after the grace (the TLS transport never
+// waits on the client to flush), though the client keeps its end open.
+#[tokio::test]
+async fn a_wss_client_that_stops_reading_is_dropped_after_the_grace() {
+    let cert = TestCert::localhost("tls-direct-slow");
+    let server = Binary::serve(&[
+        "--no-console",
+        "--quiet",
+        "--queue-max-bytes",
+        "1048576",
+        "--slow-close-grace",
+        "1",
+        "--tls-cert",
+        cert.cert.to_str().unwrap(),
+        "--tls-key",
+        cert.key.to_str().unwrap(),
+    ])
+    .await;
+    let pid = server.child.id().unwrap();
+    let baseline = fds(pid);
+    let tls = tls_connect_small(server.addr, &cert).await;
+    let stuck = wss_on(server.addr, tls, "/ws?channels=flood").await;
+    let mut watcher = wss(server.addr, &cert, "/ws?channels=flood").await;
+    // 8 MB for a client whose window is 16 KiB and whose outbox holds 1 MiB.
+    for i in 0..40 {
+        let data = format!("{i:06}{}", "f".repeat(200_000));
+        let (status, _) = https_post(
+            server.addr,
+            &cert,
+            "/api/publish",
+            json!({"channel": "flood", "data": data}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(next_wss_text(&mut watcher)
+            .await
+            .starts_with(&format!("{i:06}")));
+    }
+    drop(watcher);
+    within("the stuck client's connection to be dropped", async {
+        while fds(pid) > baseline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    drop(stuck);
 }

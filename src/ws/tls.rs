@@ -21,6 +21,9 @@ use super::transport::Transport;
 
 /// Most plaintext taken per write: bounds the ciphertext a connection holds.
 pub const MAX_PLAINTEXT: usize = 64 * 1024;
+/// Most socket reads per `try_read`: a client sending records that hold no plaintext
+/// (empty records, alerts) cannot keep one call going for as long as it sends.
+const MAX_READS: usize = 32;
 
 /// A TLS session on its TCP socket. Shared (`Arc`) by the session and the fan-out
 /// flusher; the lock orders their use of the TLS state (never held across `.await`).
@@ -103,9 +106,8 @@ impl Transport for Tls {
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         let mut tls = self.tls.lock();
         let mut filled = 0;
-        // Bounded: every turn either fills `buf`, ends, or reads ciphertext from the
-        // socket until it would block (rustls reads at most one record's room a time).
-        loop {
+        // Every turn fills `buf`, ends, or reads ciphertext (at most one record's room).
+        for _ in 0..MAX_READS {
             if filled == buf.len() {
                 return Ok(filled);
             }
@@ -129,6 +131,13 @@ impl Transport for Tls {
                 let _ = flush(&self.tcp, &mut tls);
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
+        }
+        // Out of turns with the socket still readable: its readiness is still set, so
+        // the session comes back at once (after tokio's budget lets others run).
+        if filled > 0 {
+            Ok(filled)
+        } else {
+            Err(io::ErrorKind::WouldBlock.into())
         }
     }
 
@@ -177,11 +186,14 @@ impl AsyncWrite for Tls {
         Poll::Ready(Ok(()))
     }
 
-    /// close_notify, flushed, then the TCP write side shut.
+    /// close_notify if the socket takes it now (never waiting: a client that does not
+    /// read must not hold the session), then the TCP write side shut.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.tls.get_mut().send_close_notify();
-        ready!(self.as_mut().poll_flush(cx))?;
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
+        let this = &mut *self;
+        let tls = this.tls.get_mut();
+        tls.send_close_notify();
+        let _ = flush(&this.tcp, tls);
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
     }
 }
 
