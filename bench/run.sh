@@ -8,6 +8,13 @@
 #   SERVERS="wspush-pusher soketi sockudo" CASES="fanout1k idle10k fanout10k" bench/run.sh
 #   CASES="mid1k100 mid1k1500 fanout10k10 traffic10k" bench/run.sh   # issue 18's cases
 #   SERVERS=wspush CASES="fanout1k fanout1k-sse fanout1k-deflate" bench/run.sh  # issue 15's
+#   SERVERS="wspush" CASES="idle10k-wss fanout1k-wss" bench/run.sh      # wss (issue 18 item 5)
+#
+# A CASE-wss case is CASE over TLS: wspush serves a self-signed certificate made here with
+# openssl (CN and SAN localhost, IP 127.0.0.1; in a temporary directory removed at exit)
+# and the generator connects to wss://localhost:PORT/ws?channels=bench, publishes to
+# https://localhost:PORT/api/publish and trusts that certificate (--ca-file). Only the
+# wspush servers (wspush, wspush-lowmem) run the -wss cases.
 #
 # Servers: wspush (native /ws), wspush-lowmem (the same with mimalloc's lazy commit and
 # immediate purge: MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0), ws and uws (bench/anchors), wspush-pusher (wspush's Pusher
@@ -40,11 +47,21 @@ if [ -z "$BIN" ]; then
   cargo build --profile bench-bin --quiet
   BIN=target/bench-bin/wspush
 fi
+# GEN=path/to/wspush runs the generator from another build than the server (e.g. a
+# server built before `wspush bench` learnt wss://).
+GEN=${GEN:-$BIN}
 # The Node anchors need their modules (not when only wspush is measured).
 if [ ! -d bench/anchors/node_modules ] && [[ " $SERVERS " =~ \ (ws|uws)\  ]]; then
   (cd bench/anchors && npm ci --no-audit --no-fund --silent)
 fi
 mkdir -p "$(dirname "$OUT")"
+# The certificate of the -wss cases.
+CERT_DIR=$(mktemp -d)
+trap 'rm -rf "$CERT_DIR"' EXIT
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+  -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+  -addext "basicConstraints=critical,CA:FALSE" \
+  -keyout "$CERT_DIR/key.pem" -out "$CERT_DIR/cert.pem" 2>/dev/null
 # How this kernel accounts softirq time (the bench splits it out of the server's CPU).
 SOFTIRQ=charged
 if zcat /proc/config.gz 2>/dev/null | grep -q '^CONFIG_IRQ_TIME_ACCOUNTING=y'; then
@@ -60,6 +77,7 @@ start_server() {
     echo100) extra=(--upstream echo) ;;
     *-deflate) extra=(--compression on) ;;
   esac
+  is_wss "$2" && extra+=(--tls-cert "$CERT_DIR/cert.pem" --tls-key "$CERT_DIR/key.pem")
   case $1 in
     wspush)
       taskset -c "$SERVER_CPU" "$BIN" serve --listen 127.0.0.1:9100 --quiet --no-console \
@@ -85,7 +103,7 @@ start_server() {
   PID=$!
   LAUNCHER=$PID
   for _ in $(seq 300); do
-    ADDR=$(sed -n 's#^listening on http://##p' "$log" | head -1)
+    ADDR=$(sed -n 's#^listening on https\{0,1\}://##p' "$log" | head -1)
     [ -n "$ADDR" ] && break
     sleep 0.1
   done
@@ -113,9 +131,22 @@ only_wspush() {
   case $1 in *-sse|*-ndjson|*-deflate) return 0 ;; *) return 1 ;; esac
 }
 
+# is_wss CASE: the case runs over TLS.
+is_wss() {
+  case $1 in *-wss) return 0 ;; *) return 1 ;; esac
+}
+
 # target_args NAME CASE: how the generator reaches this server.
 target_args() {
   local sub=()
+  if is_wss "$2"; then
+    echo "--url wss://localhost:${ADDR##*:}/ws?channels=bench --ca-file $CERT_DIR/cert.pem"
+    case $2 in
+      idle*) ;;
+      *) echo "--publish-url https://localhost:${ADDR##*:}/api/publish" ;;
+    esac
+    return
+  fi
   if is_pusher "$1"; then
     echo "--server $ADDR --protocol pusher"
     return
@@ -133,6 +164,7 @@ target_args() {
 
 case_args() {
   case $1 in
+    *-wss) case_args "${1%-wss}" ;;
     fanout1k) echo "fanout --connections 1000 --rate max --publishers 16 --messages 20000 --duration 15 --payload 128 --drain-timeout 30" ;;
     # issue 15: the same over SSE / NDJSON streams, and with permessage-deflate.
     fanout1k-sse) echo "$(case_args fanout1k) --sse" ;;
@@ -195,7 +227,7 @@ for case_name in $CASES; do
   for run in $(seq "$RUNS"); do
     for server in $SERVERS; do
       if [ "$case_name" = echo100 ] && is_pusher "$server"; then continue; fi
-      if only_wspush "$case_name" && [[ $server != wspush && $server != wspush-lowmem ]]; then
+      if { only_wspush "$case_name" || is_wss "$case_name"; } && [[ $server != wspush && $server != wspush-lowmem ]]; then
         continue
       fi
       wait_timewait
@@ -205,7 +237,7 @@ for case_name in $CASES; do
       read -r c_busy0 _ < <(cpu_ticks "$CLIENT_CPU")
       p0=$(proc_ticks "$PID")
       # shellcheck disable=SC2046
-      line=$(taskset -c "$CLIENT_CPU" "$BIN" bench $(case_args "$case_name") \
+      line=$(taskset -c "$CLIENT_CPU" "$GEN" bench $(case_args "$case_name") \
         $(target_args "$server" "$case_name") --server-pid "$PID" --server-cpu "$SERVER_CPU" \
         --softirq-accounting "$SOFTIRQ" --label "$server" \
         | tee /dev/stderr | tail -1) || line='{"error":"bench failed"}'

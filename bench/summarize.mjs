@@ -100,7 +100,8 @@ const noise = [
   ['softirq on the server core (CPU-s)', (r, w) => w.server_core_softirq_s, (x) => x.toFixed(2)],
 ];
 for (const c of cases) {
-  for (const [name, get, fmt] of [...(figures[c] ?? []), ...noise]) {
+  // A CASE-wss case (issue #18 item 5: the same over TLS) shows CASE's figures.
+  for (const [name, get, fmt] of [...(figures[c] ?? figures[c.replace(/-wss$/, '')] ?? []), ...noise]) {
     const cells = servers.map((s) => {
       const values = runs
         .filter((r) => r.case === c && r.server === s && r.result && !r.result.error)

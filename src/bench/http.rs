@@ -5,16 +5,16 @@
 use std::io;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use super::wire::{tcp, Url};
+use super::tls::Stream;
+use super::wire::Url;
 
 /// One keep-alive connection to a publish URL.
 pub struct Client {
     url: Url,
     /// The header lines before the Content-Length value.
     head: Vec<u8>,
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     request: Vec<u8>,
     response: Vec<u8>,
 }
@@ -74,11 +74,12 @@ impl Client {
 
     async fn exchange_once(&mut self) -> io::Result<u16> {
         if self.stream.is_none() {
-            self.stream = Some(tcp(self.url.addr, None).await?);
+            self.stream = Some(Stream::connect(&self.url, None).await?);
             self.response.clear();
         }
         let stream = self.stream.as_mut().expect("connected");
         stream.write_all(&self.request).await?;
+        stream.flush().await?;
         loop {
             match parse_response(&self.response)? {
                 Some(answer) => {

@@ -27,6 +27,7 @@ mod reader;
 mod sse;
 mod stats;
 mod sys;
+mod tls;
 mod wire;
 
 use std::fmt::Write as _;
@@ -106,6 +107,10 @@ pub struct Target {
     /// compressor per connection). `--compression` alone is `shared`.
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "shared")]
     pub compression: Option<inflate::Offer>,
+    /// PEM certificates to trust for wss:// and https:// URLs (e.g. the server's own
+    /// self-signed certificate).
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// How a subscriber joins its channel.
@@ -182,6 +187,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// Runs one scenario on the calling thread (which must not be inside a runtime).
 pub fn run_blocking(args: Args) -> anyhow::Result<()> {
+    let target = match &args.scenario {
+        Scenario::Idle(opts) => &opts.target,
+        Scenario::Fanout(opts) => &opts.target,
+        Scenario::Echo(opts) => &opts.target,
+    };
+    if let Some(ca_file) = &target.ca_file {
+        tls::trust(ca_file)?;
+    }
     let fd_limit = sys::raise_fd_limit();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -306,6 +319,7 @@ mod tests {
             server_cpu: None,
             softirq_accounting: cpu::SoftirqAccounting::Charged,
             compression: None,
+            ca_file: None,
         };
         let mut r = Report::new("fanout", &target, "ws://h:1/ws");
         r.field("n", 3);

@@ -1,22 +1,24 @@
 //! A small WebSocket client for the generator: TCP connect (from a chosen source
-//! address), the HTTP upgrade (offering permessage-deflate when asked), then server
-//! frames parsed straight out of one shared read buffer (`reader`: many frames per read,
-//! frames split across reads). Pings are answered. Every byte read after the handshake
-//! is counted (bytes on the wire).
+//! address; TLS for wss://, see `tls`), the HTTP upgrade (offering permessage-deflate
+//! when asked), then server frames parsed straight out of one shared read buffer
+//! (`reader`: many frames per read, frames split across reads). Pings are answered.
+//! Every byte read after the handshake is counted (bytes on the wire).
 
 use std::cell::RefCell;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::pin;
+use std::pin::{pin, Pin};
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::inflate::{self, Inflate, Offer};
 use super::reader::{Event, Reader, MAX_MESSAGE};
+use super::tls::Stream;
 use crate::frame;
 
 /// Bytes read per `try_read`; one buffer per thread, not per connection.
@@ -35,15 +37,21 @@ pub struct Url {
     pub host: String,
     /// Path and query.
     pub path: String,
+    /// wss:// or https://: TLS over the connection.
+    pub tls: bool,
 }
 
 impl Url {
-    /// Parses and resolves `url`, which must use `scheme` (`ws` or `http`).
+    /// Parses and resolves `url`, which must use `scheme` (`ws` or `http`) or its TLS
+    /// form (`wss`, `https`).
     pub async fn parse(url: &str, scheme: &str) -> anyhow::Result<Url> {
-        let rest = url
-            .strip_prefix(scheme)
-            .and_then(|r| r.strip_prefix("://"))
-            .with_context(|| format!("{url}: expected a {scheme}:// URL"))?;
+        let expected = || format!("{url}: expected a {scheme}:// or {scheme}s:// URL");
+        let rest = url.strip_prefix(scheme).with_context(expected)?;
+        let (tls, rest) = match rest.strip_prefix('s') {
+            Some(rest) => (true, rest),
+            None => (false, rest),
+        };
+        let rest = rest.strip_prefix("://").with_context(expected)?;
         let (host, path) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
             Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
@@ -58,7 +66,7 @@ impl Url {
         {
             host.to_string()
         } else {
-            format!("{host}:80")
+            format!("{host}:{}", if tls { 443 } else { 80 })
         };
         let addr = tokio::net::lookup_host(&with_port)
             .await
@@ -69,6 +77,7 @@ impl Url {
             addr,
             host: host.to_string(),
             path,
+            tls,
         })
     }
 }
@@ -129,10 +138,35 @@ pub async fn read_ready(
     }
 }
 
+/// `read_ready` for a plain or a TLS connection (one TLS read per wake-up, fed while
+/// the thread's buffer is borrowed, never across an await).
+pub async fn read_stream(
+    stream: &mut Stream,
+    on_chunk: &mut impl FnMut(&[u8], u64) -> io::Result<bool>,
+) -> io::Result<bool> {
+    let tls = match stream {
+        Stream::Plain(stream) => return read_ready(stream, on_chunk).await,
+        Stream::Tls(tls) => tls,
+    };
+    std::future::poll_fn(|cx| {
+        READ.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let mut read = ReadBuf::new(&mut buf);
+            match Pin::new(&mut **tls).poll_read(cx, &mut read) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(Ok(false)),
+                Poll::Ready(Ok(())) => Poll::Ready(on_chunk(read.filled(), super::sys::wall_ns())),
+            }
+        })
+    })
+    .await
+}
+
 /// An open WebSocket client connection.
 #[derive(Debug)]
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     reader: Reader,
     /// Bytes read after the handshake's response head.
     wire_bytes: u64,
@@ -172,14 +206,14 @@ fn is_pusher_ping(data: &[u8]) -> bool {
 const PUSHER_PONG: &[u8] = br#"{"event":"pusher:pong","data":{}}"#;
 
 impl Conn {
-    /// Connects and performs the opening handshake, offering permessage-deflate with
-    /// `offer` (and failing when the server does not take it).
+    /// Connects (TLS for wss://) and performs the opening handshake, offering
+    /// permessage-deflate with `offer` (and failing when the server does not take it).
     pub async fn open(
         url: &Url,
         source: Option<Ipv4Addr>,
         offer: Option<Offer>,
     ) -> io::Result<Conn> {
-        let mut stream = tcp(url.addr, source).await?;
+        let mut stream = Stream::connect(url, source).await?;
         let extensions = offer
             .map(|o| format!("Sec-WebSocket-Extensions: {}\r\n", o.header()))
             .unwrap_or_default();
@@ -190,6 +224,7 @@ impl Conn {
             url.path, url.host
         );
         stream.write_all(request.as_bytes()).await?;
+        stream.flush().await?;
         let mut head = Vec::with_capacity(512);
         let end = loop {
             if head.len() > 16 * 1024 {
@@ -297,7 +332,7 @@ impl Conn {
             wire_bytes,
             ..
         } = self;
-        let open = read_ready(stream, &mut |chunk, now| {
+        let open = read_stream(stream, &mut |chunk, now| {
             *wire_bytes += chunk.len() as u64;
             reader.feed(chunk, &mut |event| {
                 handle(event, now, *pusher, replies, closed, on_message)
@@ -311,6 +346,7 @@ impl Conn {
         if !self.replies.is_empty() {
             let replies = std::mem::take(&mut self.replies);
             self.stream.write_all(&replies).await?;
+            self.stream.flush().await?;
         }
         Ok(open)
     }
@@ -347,7 +383,8 @@ impl Conn {
     /// Sends a masked text frame.
     pub async fn send_text(&mut self, payload: &[u8], mask: [u8; 4]) -> io::Result<()> {
         let bytes = frame::encode_masked(frame::OP_TEXT, payload, mask);
-        self.stream.write_all(&bytes).await
+        self.stream.write_all(&bytes).await?;
+        self.stream.flush().await
     }
 }
 
@@ -449,7 +486,10 @@ mod tests {
         assert_eq!(u.addr.port(), 9001);
         let u = Url::parse("http://127.0.0.1:9?x", "http").await.unwrap();
         assert_eq!(u.path, "/?x");
-        assert!(Url::parse("wss://x/", "ws").await.is_err());
+        assert!(Url::parse("wss://x/", "http").await.is_err());
+        let u = Url::parse("wss://127.0.0.1/ws", "ws").await.unwrap();
+        assert!(u.tls && u.addr.port() == 443);
+        assert!(!Url::parse("ws://127.0.0.1:1/", "ws").await.unwrap().tls);
     }
 
     #[test]

@@ -55,6 +55,11 @@ pub const MAX_IOV: usize = 256;
 pub trait Writer: Send + Sync {
     /// Writes what fits without waiting.
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Writes what the writer holds of bytes it already took (a TLS session's records
+    /// the socket did not take) as far as the socket takes it; true when nothing is left.
+    fn flush_buffered(&self) -> io::Result<bool> {
+        Ok(true)
+    }
 }
 
 #[derive(Default)]
@@ -288,7 +293,8 @@ impl Client {
         };
         let queued = out.queue.len();
         let written = write_frames(&**writer, &mut out.queue, &mut out.mid_frame);
-        let done = out.queue.is_empty();
+        // Written means on the socket: what a TLS writer still holds needs the session.
+        let done = out.queue.is_empty() && matches!(writer.flush_buffered(), Ok(true));
         let frames = queued - out.queue.len();
         if done {
             out.bytes = 0;
@@ -339,6 +345,9 @@ impl Client {
             }
         }
         out.busy = false;
+        // Frames taken but held by the writer (TLS records): out as far as they go; the
+        // session waits for the socket while the writer holds some (`holds_output`).
+        writer.flush_buffered()?;
         // Nothing held: neither the session nor the outbox keeps a buffer (the swap
         // above may have left either one with the other's).
         *pending = VecDeque::new();
@@ -356,7 +365,11 @@ impl Client {
         writer: &dyn Writer,
     ) -> io::Result<usize> {
         let mut out = self.outbox.lock();
-        write_frames(writer, pending, &mut out.mid_frame)
+        let written = write_frames(writer, pending, &mut out.mid_frame)?;
+        if pending.is_empty() {
+            writer.flush_buffered()?;
+        }
+        Ok(written)
     }
 
     /// Gives up every frame queued or held in `pending` (the client does not read),

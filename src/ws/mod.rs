@@ -12,6 +12,7 @@ pub mod raw;
 mod session;
 #[cfg(test)]
 mod sizes;
+mod tls;
 mod transport;
 mod upgrade;
 

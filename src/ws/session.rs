@@ -127,7 +127,8 @@ impl<T: Transport, F: Front> Session<T, F> {
                 }
                 Err(_) => return End::Gone,
             }
-            let writing = !self.pending.is_empty();
+            // A TLS transport may hold records of frames already taken (issue #18 item 5).
+            let writing = !self.pending.is_empty() || self.stream.holds_output();
             tokio::select! {
                 biased;
                 ready = self.stream.readable() => {
@@ -234,7 +235,7 @@ impl<T: Transport, F: Front> Session<T, F> {
                 Ok(n) => self.count_out(n),
                 Err(_) => return false,
             }
-            if self.pending.is_empty() {
+            if self.pending.is_empty() && !self.stream.holds_output() {
                 return true;
             }
             match tokio::time::timeout_at(deadline, self.stream.writable()).await {

@@ -8,12 +8,13 @@
 
 use std::mem::size_of;
 
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 
 use super::commands::JsonState;
 use super::json::Json;
 use super::raw::{Raw, RawConn};
 use super::session::Session;
+use super::tls::Tls;
 use crate::frame::Decoder;
 use crate::hub::Client;
 use crate::limits::Permit;
@@ -30,9 +31,10 @@ fn per_connection_structs_stay_small() {
             "Session<TcpStream, Json>",
             size_of::<Session<TcpStream, Json>>(),
         ),
+        ("Session<Tls, Raw> (wss)", size_of::<Session<Tls, Raw>>()),
         (
-            "Session<UnixStream, Raw> (TLS)",
-            size_of::<Session<UnixStream, Raw>>(),
+            "Tls (one Arc allocation, +16 B; rustls buffers apart)",
+            size_of::<Tls>(),
         ),
         ("Decoder", size_of::<Decoder>()),
         ("Permit", size_of::<Permit>()),
@@ -54,4 +56,8 @@ fn per_connection_structs_stay_small() {
     // 128 B before permessage-deflate, whose inflater pointer in the decoder costs 8 B
     // (and the client's compressor pointer 8 B) even when compression is off.
     assert!(size_of::<Session<TcpStream, Raw>>() <= 136);
+    // issue #18 item 5: a wss session is the same session on another transport (the
+    // TLS state lives in the transport's one allocation).
+    assert!(size_of::<Session<Tls, Raw>>() <= 136);
+    assert!(size_of::<Tls>() <= 1280, "Tls grew: {}", size_of::<Tls>());
 }

@@ -1,13 +1,13 @@
 //! `Transport`: the readiness-based socket API a session needs (read into a lent buffer,
-//! vectored writes), implemented by TCP streams and by the Unix socket a TLS connection
-//! is bridged through.
+//! vectored writes), implemented by TCP streams and by a TLS session on its TCP socket
+//! (`ws::tls`).
 
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, Interest};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::io::{AsyncWrite, Interest};
+use tokio::net::TcpStream;
 
 /// A socket with readiness waits and non-blocking reads and writes.
 ///
@@ -15,7 +15,7 @@ use tokio::net::{TcpStream, UnixStream};
 /// `readable()` waiter lists): polling them replaces whatever waker was left there by the
 /// HTTP connection task that did the upgrade, so that finished task is freed instead of
 /// being kept alive (about 5 KiB per idle connection) by a stale waker.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
+pub trait Transport: AsyncWrite + Unpin + Send + Sync + 'static {
     /// Polls until a read may make progress.
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Polls until a write may make progress.
@@ -33,6 +33,17 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
     /// Writes what fits without waiting.
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Writes what the transport holds of bytes it already took (TLS records the socket
+    /// did not take) as far as the socket takes it; true when nothing is left. Plain
+    /// sockets hold nothing.
+    fn flush_buffered(&self) -> io::Result<bool> {
+        Ok(true)
+    }
+    /// True while the transport holds output of its own: the session must wait for the
+    /// socket to be writable and `flush_buffered`, even with no frame left to write.
+    fn holds_output(&self) -> bool {
+        false
+    }
 }
 
 macro_rules! transport {
@@ -73,10 +84,12 @@ macro_rules! transport {
 }
 
 transport!(TcpStream);
-transport!(UnixStream);
 
 impl<T: Transport> crate::hub::client::Writer for T {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         Transport::try_write_vectored(self, bufs)
+    }
+    fn flush_buffered(&self) -> io::Result<bool> {
+        Transport::flush_buffered(self)
     }
 }

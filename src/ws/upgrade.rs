@@ -1,6 +1,6 @@
 //! The one upgrade path of every WebSocket front: the RFC 6455 handshake checks, the
-//! origin rule, the 101 response, and the session on the upgraded stream (TCP, or TLS
-//! through a socket pair); and `GET /ws`, which picks raw or JSON mode.
+//! origin rule, the 101 response, and the session on the upgraded stream (TCP, or a TLS
+//! session on its TCP socket); and `GET /ws`, which picks raw or JSON mode.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,13 +10,14 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use super::admit::{admit, Admission};
 use super::formats::{JSON, RAW};
 use super::front::Front;
-use super::session::{self, Session};
+use super::session::Session;
+use super::tls::Tls;
 use super::{json, raw, valid_channel, WsParams, SUBPROTOCOL};
 use crate::config::{Compression, Config};
 use crate::deflate::{self, Agreed, Deflate, Settings};
@@ -324,7 +325,8 @@ pub async fn upgrade(
 }
 
 /// Runs a client's session once its upgrade completes: on the TCP stream itself, or for
-/// TLS on one end of a socket pair whose other end a pump task joins to the TLS stream.
+/// TLS on the TLS session and its TCP socket, taken apart (no copy task, no socket pair:
+/// issue #18 item 5).
 /// Shared by every WebSocket front (raw/JSON at `/ws`, Pusher at `/app/{key}`).
 pub async fn start_session<F: Front>(
     front: F,
@@ -358,47 +360,16 @@ pub async fn start_session<F: Front>(
         Err(upgraded) => upgraded,
     };
     match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
-        Ok(parts) => match UnixStream::pair() {
-            Ok((near, far)) => {
-                tracker.spawn(pump(parts.io.into_inner(), far));
-                let session = Session::new(near, client, front, conn, permit);
-                tracker.spawn(session.run(parts.read_buf));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot make a socket pair for a TLS session");
-                abandon(front, conn, client).await;
-            }
-        },
+        Ok(parts) => {
+            // Plaintext rustls decrypted but hyper did not read stays in the TLS session
+            // and is read first; what hyper read (`read_buf`) is fed before that.
+            let (tcp, tls) = parts.io.into_inner().into_inner();
+            let session = Session::new(Tls::new(tcp, tls), client, front, conn, permit);
+            tracker.spawn(session.run(parts.read_buf));
+        }
         Err(_) => {
             tracing::error!(client = %client.id, "upgraded connection of an unknown type");
             abandon(front, conn, client).await;
-        }
-    }
-}
-
-/// Joins a TLS stream to the far end of a session's socket pair. Once the session has
-/// ended (its end is closed), the client gets `CLOSE_WAIT` to finish; then the TCP
-/// connection is dropped, so no descriptor outlives its session (and its permit) for
-/// long, whatever the client does.
-async fn pump(tls: TlsStream<TcpStream>, far: UnixStream) {
-    use tokio::io::AsyncWriteExt;
-    let (mut tls_read, mut tls_write) = tokio::io::split(tls);
-    let (mut far_read, mut far_write) = far.into_split();
-    let from_client = async {
-        let _ = tokio::io::copy(&mut tls_read, &mut far_write).await;
-        let _ = far_write.shutdown().await;
-    };
-    let to_client = async {
-        let _ = tokio::io::copy(&mut far_read, &mut tls_write).await;
-        let _ = tls_write.shutdown().await;
-    };
-    tokio::pin!(from_client, to_client);
-    tokio::select! {
-        // The client finished first: the session sees EOF and ends; let it write its last.
-        _ = &mut from_client => to_client.await,
-        // The session ended: the client has a short while to read and close.
-        _ = &mut to_client => {
-            let _ = tokio::time::timeout(session::CLOSE_WAIT, from_client).await;
         }
     }
 }
