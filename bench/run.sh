@@ -216,9 +216,11 @@ wait_quiet() {
 # wait_timewait: waits (at most 70 s) for the TIME_WAIT sockets of earlier runs to expire:
 # a new connection that lands on one of their 4-tuples has its SYN dropped (PAWS) and
 # retried a second later, which ruins the connect rate of a big idle run.
+# TIMEWAIT_MAX: how many may remain (raise it for runs far below the ephemeral port range).
+TIMEWAIT_MAX=${TIMEWAIT_MAX:-1000}
 wait_timewait() {
   for _ in $(seq 70); do
-    [ "$(ss -tan state time-wait | wc -l)" -lt 1000 ] && return 0
+    [ "$(ss -tan state time-wait | wc -l)" -lt "$TIMEWAIT_MAX" ] && return 0
     sleep 1
   done
 }
