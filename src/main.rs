@@ -14,15 +14,14 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc's options as wspush sets them, unless the environment sets them
 /// (`MIMALLOC_<NAME>`, which mimalloc reads when the process starts, always wins).
-/// Their numbers in mimalloc v3's `mi_option_e` (mimalloc.h); the bindings name neither.
-const ALLOCATOR_OPTIONS: [(libmimalloc_sys::mi_option_t, std::ffi::c_long); 2] = [
+/// Their numbers in mimalloc v3's `mi_option_e` (mimalloc.h); the bindings name none.
+const ALLOCATOR_OPTIONS: [(libmimalloc_sys::mi_option_t, std::ffi::c_long); 1] = [
     // arena_eager_commit = 0: commit arena memory as it is used, not the whole arena at
     // once (on Linux, with transparent huge pages, an eagerly committed arena is backed
-    // by 2 MiB pages: about 0.2 KiB more per idle connection at 10,000).
+    // by 2 MiB pages: 7 MiB more at start, about 0.2 KiB more per idle connection).
+    // The purge delay stays mimalloc's (1 s; `allocator_upkeep` makes it happen when
+    // idle): 10 ms or 0 return memory no sooner once idle, for 2 to 4 times the calls.
     (4, 0),
-    // purge_delay = 10 ms (mimalloc: 1,000): give freed pages back soon after a burst,
-    // so memory after traffic follows what is in use, without a syscall per free.
-    (15, 10),
 ];
 
 /// `tune_allocator` as the process starts, before `main`: the Rust runtime allocates
