@@ -84,8 +84,8 @@ start_server() {
         "${extra[@]}" </dev/null >"$log" 2>&1 &
       ;;
     wspush-lowmem)
-      # wspush with mimalloc told to commit arena memory lazily and give freed pages back
-      # at once (issue 18: memory per connection; measure its CPU cost against wspush).
+      # wspush with mimalloc told to commit arena memory lazily (wspush's default since
+      # issue 18) and give freed pages back at once (its default: after 1 s).
       MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0 \
         taskset -c "$SERVER_CPU" "$BIN" serve --listen 127.0.0.1:9106 --quiet --no-console \
         "${extra[@]}" </dev/null >"$log" 2>&1 &

@@ -407,18 +407,20 @@ impl Client {
     ///
     /// Only the client's own session may wait (one waker slot).
     pub async fn woken(&self) {
-        std::future::poll_fn(|cx| {
-            if self.woken.swap(false, Ordering::AcqRel) {
-                return Poll::Ready(());
-            }
-            self.wake.register(cx.waker());
-            if self.woken.swap(false, Ordering::AcqRel) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
+        std::future::poll_fn(|cx| self.poll_woken(cx)).await
+    }
+
+    /// Polls for a wake-up (see `woken`); registers the task to be woken otherwise.
+    pub fn poll_woken(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.wake.register(cx.waker());
+        if self.woken.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     pub(crate) fn notify(&self) {

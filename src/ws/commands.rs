@@ -26,9 +26,15 @@ fn position_fields(p: &Position) -> Map<String, Value> {
     fields(json!({ "offset": p.offset, "epoch": &*p.epoch }))
 }
 
-/// Per-connection JSON-mode state.
+/// Per-connection JSON-mode state: none until the first command (then boxed), so an
+/// idle JSON-mode session is as small as a raw one (issue #18 item 4). Reads through it
+/// see zeros until then; the first write makes it.
 #[derive(Debug, Default)]
-pub struct JsonState {
+pub struct JsonState(Option<Box<Counts>>);
+
+/// What `JsonState` holds once the client sent a command.
+#[derive(Debug, Default)]
+pub struct Counts {
     /// Commands seen so far.
     commands: u32,
     /// Malformed or refused commands so far.
@@ -37,6 +43,27 @@ pub struct JsonState {
     publishes: Option<Box<Bucket>>,
     /// The command budget's token bucket (every command), made on the first command.
     pub(super) budget: Option<Box<Bucket>>,
+}
+
+/// The state of a client that sent no command yet.
+static NO_COMMANDS: Counts = Counts {
+    commands: 0,
+    protocol_errors: 0,
+    publishes: None,
+    budget: None,
+};
+
+impl std::ops::Deref for JsonState {
+    type Target = Counts;
+    fn deref(&self) -> &Counts {
+        self.0.as_deref().unwrap_or(&NO_COMMANDS)
+    }
+}
+
+impl std::ops::DerefMut for JsonState {
+    fn deref_mut(&mut self) -> &mut Counts {
+        self.0.get_or_insert_with(Default::default)
+    }
 }
 
 pub use crate::limits::PRESENCE_COST;

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +20,7 @@ use crate::deflate::Inflater;
 use crate::frame::{self, Decoder, Incoming};
 use crate::hub::{Client, Kind, Payload};
 use crate::limits::Permit;
+use crate::model::Disconnect;
 
 /// Bytes read from a socket per `read` call; the buffer is per thread, not per connection.
 const READ_BUF: usize = 64 * 1024;
@@ -40,6 +42,24 @@ enum End {
     Gone,
 }
 
+/// The frames a session holds for its socket: boxed on purpose (one pointer in the
+/// idle session's state instead of the deque's 32 bytes; see issue #18 item 4).
+#[allow(clippy::box_collection)]
+type Held = Option<Box<VecDeque<Bytes>>>;
+
+/// What a parked session was woken for.
+#[derive(Clone, Copy)]
+enum Ready {
+    /// The socket is readable.
+    Read,
+    /// Frames were queued or a close was requested.
+    Woken,
+    /// The socket is writable again.
+    Write,
+    /// Polling the socket failed.
+    Failed,
+}
+
 /// A live WebSocket connection of front `F`.
 pub struct Session<T, F: Front> {
     /// Shared with the client's outbox while the fan-out flusher may write to it.
@@ -49,7 +69,9 @@ pub struct Session<T, F: Front> {
     /// The front's state (told the connection ended, once, before its close frame).
     conn: F::Conn,
     decoder: Decoder,
-    pending: VecDeque<Bytes>,
+    /// Frames taken from the outbox that the backed-up socket has not taken yet. Boxed
+    /// (8 bytes, not 32): an idle session holds none.
+    pending: Held,
     _permit: Permit,
 }
 
@@ -69,7 +91,7 @@ impl<T: Transport, F: Front> Session<T, F> {
             front,
             conn,
             decoder,
-            pending: VecDeque::new(),
+            pending: None,
             _permit: permit,
         }
     }
@@ -85,77 +107,104 @@ impl<T: Transport, F: Front> Session<T, F> {
         self.decoder.preload(&leftover);
         drop(leftover);
         async move {
-            let end = self.serve().await;
-            tracing::debug!(client = %self.client.id, ?end, "session ends");
-            // From here on only the session writes (and the socket closes with it).
-            self.client.detach();
-            // Leave before the close frame goes out (issue #14 item 7): by the time the
-            // client sees it, its channels, presence rooms and occupancy are updated, so
-            // an API query made then is already true.
-            // It stays registered (and counted) until its socket is done with.
-            let hub = &self.front.app().hub.clone();
-            Box::pin(hub.leave_all(&self.client)).await;
-            // Futures used once or rarely are boxed: an idle session's task stays small.
-            Box::pin(self.front.closed(&mut self.conn, &self.client)).await;
-            Box::pin(self.finish(end)).await;
-            // Boxed too: inline, the hub's futures would widen every state of this one,
-            // the idle state included (issue #18 item 4).
-            Box::pin(hub.disconnect(&self.client)).await;
+            // The main loop, inline: a separate `serve(&mut self)` future would add its
+            // pointer to the session to the idle state (issue #18 item 4).
+            let end = 'serve: {
+                if self.decoder.has_pending() {
+                    // Boxed: a state the session is in once, at most.
+                    if let Some(end) = Box::pin(self.handle_preloaded()).await {
+                        break 'serve end;
+                    }
+                }
+                loop {
+                    // Write what is queued (frames pushed while the socket was backed up
+                    // raised no new wake-up), unless a close was requested.
+                    match self.write_step() {
+                        Ok((written, close)) => {
+                            self.count_out(written);
+                            if let Some(reason) = close {
+                                break 'serve End::Close(self.front.close(reason));
+                            }
+                        }
+                        Err(_) => break 'serve End::Gone,
+                    }
+                    // A TLS transport may hold records of frames already taken (issue
+                    // #18 item 5): then the socket's writability is awaited too.
+                    let writing = self.pending.is_some() || self.stream.holds_output();
+                    match ready(&*self.stream, &self.client, writing).await {
+                        Ready::Failed => break 'serve End::Gone,
+                        Ready::Read => {
+                            // Boxed: only a connection with data in flight holds read
+                            // state.
+                            if let Some(end) = Box::pin(self.read()).await {
+                                break 'serve end;
+                            }
+                        }
+                        Ready::Woken => {
+                            // While the socket is backed up, leave new frames in the
+                            // outbox (whose bounds then cut a slow client off); only a
+                            // close request is taken.
+                            if writing {
+                                if let Some(reason) = self.client.close_requested() {
+                                    break 'serve End::Close(self.front.close(reason));
+                                }
+                            }
+                        }
+                        Ready::Write => {}
+                    }
+                }
+            };
+            // Boxed: what a session does once it ends (leave, close frames, disconnect)
+            // must not widen the state its future is in while idle (issue #18 item 4).
+            Box::pin(self.end(end)).await;
         }
     }
 
-    async fn serve(&mut self) -> End {
-        if self.decoder.has_pending() {
-            let mut events = Vec::new();
-            let decoded = self.decoder.feed(&mut [], &mut events);
-            if let Some(end) = Box::pin(self.handle(events)).await {
-                return end;
+    /// After the main loop: unregisters the client, sends the closing frames, and
+    /// disconnects.
+    async fn end(mut self, end: End) {
+        tracing::debug!(client = %self.client.id, ?end, "session ends");
+        // From here on only the session writes (and the socket closes with it).
+        self.client.detach();
+        // Leave before the close frame goes out (issue #14 item 7): by the time the
+        // client sees it, its channels, presence rooms and occupancy are updated, so
+        // an API query made then is already true.
+        // It stays registered (and counted) until its socket is done with.
+        let hub = &self.front.app().hub.clone();
+        hub.leave_all(&self.client).await;
+        self.front.closed(&mut self.conn, &self.client).await;
+        self.finish(end).await;
+        hub.disconnect(&self.client).await;
+    }
+
+    /// The client's write step (see `Client::write_step`) with the frames the session
+    /// holds; they stay boxed only while the socket leaves some unwritten.
+    fn write_step(&mut self) -> io::Result<(usize, Option<Disconnect>)> {
+        let step = match &mut self.pending {
+            Some(held) => self.client.write_step(held, &*self.stream),
+            None => {
+                let mut held = VecDeque::new();
+                let step = self.client.write_step(&mut held, &*self.stream);
+                if !held.is_empty() {
+                    self.pending = Some(Box::new(held));
+                }
+                return step;
             }
-            if let Err(reason) = decoded {
-                return End::Close(reason.into());
-            }
+        };
+        if self.pending.as_ref().is_some_and(|held| held.is_empty()) {
+            self.pending = None;
         }
-        loop {
-            // Write what is queued (frames pushed while the socket was backed up raised
-            // no new wake-up), unless a close was requested.
-            match self.client.write_step(&mut self.pending, &*self.stream) {
-                Ok((written, close)) => {
-                    self.count_out(written);
-                    if let Some(reason) = close {
-                        return End::Close(self.front.close(reason));
-                    }
-                }
-                Err(_) => return End::Gone,
-            }
-            // A TLS transport may hold records of frames already taken (issue #18 item 5).
-            let writing = !self.pending.is_empty() || self.stream.holds_output();
-            tokio::select! {
-                biased;
-                ready = self.stream.readable() => {
-                    if ready.is_err() {
-                        return End::Gone;
-                    }
-                    // Boxed: only a connection with data in flight holds read state.
-                    if let Some(end) = Box::pin(self.read()).await {
-                        return end;
-                    }
-                }
-                _ = self.client.woken() => {
-                    // While the socket is backed up, leave new frames in the outbox (whose
-                    // bounds then cut a slow client off); only a close request is taken.
-                    if writing {
-                        if let Some(reason) = self.client.close_requested() {
-                            return End::Close(self.front.close(reason));
-                        }
-                    }
-                }
-                ready = self.stream.writable(), if writing => {
-                    if ready.is_err() {
-                        return End::Gone;
-                    }
-                }
-            }
+        step
+    }
+
+    /// Acts on what arrived with the handshake (decoded now, before the first read).
+    async fn handle_preloaded(&mut self) -> Option<End> {
+        let mut events = Vec::new();
+        let decoded = self.decoder.feed(&mut [], &mut events);
+        if let Some(end) = self.handle(events).await {
+            return Some(end);
         }
+        decoded.err().map(|reason| End::Close(reason.into()))
     }
 
     fn count_out(&self, written: usize) {
@@ -231,11 +280,14 @@ impl<T: Transport, F: Front> Session<T, F> {
     /// Writes everything pending, waiting for the socket until `deadline`.
     async fn flush(&mut self, deadline: Instant) -> bool {
         loop {
-            match self.client.write_pending(&mut self.pending, &*self.stream) {
+            match self
+                .client
+                .write_pending(held(&mut self.pending), &*self.stream)
+            {
                 Ok(n) => self.count_out(n),
                 Err(_) => return false,
             }
-            if self.pending.is_empty() && !self.stream.holds_output() {
+            if held(&mut self.pending).is_empty() && !self.stream.holds_output() {
                 return true;
             }
             match tokio::time::timeout_at(deadline, self.stream.writable()).await {
@@ -256,8 +308,8 @@ impl<T: Transport, F: Front> Session<T, F> {
                     None => frame::encode(frame::OP_CLOSE, b""),
                 };
                 // What is queued goes first (a flush may have left half a frame there).
-                self.client.drain(&mut self.pending);
-                self.pending.push_back(reply);
+                self.client.drain(held(&mut self.pending));
+                held(&mut self.pending).push_back(reply);
                 self.flush(Instant::now() + CLOSE_WAIT).await;
             }
             End::Close(close) => {
@@ -267,17 +319,17 @@ impl<T: Transport, F: Front> Session<T, F> {
                 let wait = if slow {
                     // The client is not reading: what is queued is given up, not waited
                     // for, except the rest of a frame already partly written (issue #12).
-                    self.client.give_up(&mut self.pending);
+                    self.client.give_up(held(&mut self.pending));
                     self.front.app().config.slow_close_grace.get()
                 } else {
                     // Flush what was queued before the close (e.g. the error replies).
-                    self.client.drain(&mut self.pending);
+                    self.client.drain(held(&mut self.pending));
                     CLOSE_WAIT
                 };
                 if let Some(farewell) = self.front.farewell(close) {
-                    self.pending.push_back(farewell);
+                    held(&mut self.pending).push_back(farewell);
                 }
-                self.pending.push_back(frame::close(code, close.text));
+                held(&mut self.pending).push_back(frame::close(code, close.text));
                 let mut deadline = Instant::now() + wait;
                 if !self.flush(deadline).await {
                     return;
@@ -321,4 +373,42 @@ impl<T: Transport, F: Front> Session<T, F> {
         })
         .await;
     }
+}
+
+/// Waits for the socket to be readable, the client to be woken (frames queued or a
+/// close requested), or, when `writing`, the socket to be writable; in that order
+/// when several are. One poll function over the socket's and the client's waker
+/// slots: no waiter lists or per-branch futures in the idle session's state.
+fn ready<'a, T: Transport>(
+    stream: &'a T,
+    client: &'a Client,
+    writing: bool,
+) -> impl std::future::Future<Output = Ready> + Send + 'a {
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+            return Poll::Ready(if ready.is_ok() {
+                Ready::Read
+            } else {
+                Ready::Failed
+            });
+        }
+        if client.poll_woken(cx).is_ready() {
+            return Poll::Ready(Ready::Woken);
+        }
+        if writing {
+            if let Poll::Ready(ready) = stream.poll_write_ready(cx) {
+                return Poll::Ready(if ready.is_ok() {
+                    Ready::Write
+                } else {
+                    Ready::Failed
+                });
+            }
+        }
+        Poll::Pending
+    })
+}
+
+/// The frames a session holds, once it closes (and writes them itself).
+fn held(pending: &mut Held) -> &mut VecDeque<Bytes> {
+    pending.get_or_insert_with(Default::default)
 }
