@@ -172,10 +172,10 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub apps: Vec<apps::App>,
     /// Fan-out write coalescing window (`20ms`; a plain number is milliseconds): while
-    /// its flusher is busy, a client written to less than this long ago waits a quarter
-    /// of it (up to all of it when the flusher would need several cores to write every
-    /// message apart) so one write carries several messages; with the core idle every
-    /// message is written at once (0 = off).
+    /// its flusher is busy, a client written to a moment ago waits a quarter of it (up to
+    /// three quarters when the flusher would need several cores to write every message
+    /// apart) so one write carries several messages; with the core idle, or for a client
+    /// whose messages come further apart, every message is written at once (0 = off).
     #[arg(long, env = "WSPUSH_WRITE_COALESCE_MS", default_value_t = Millis::from_units(20))]
     pub write_coalesce_ms: Millis,
     /// Most channels one connection may be subscribed to (handshake `?channels=` and

@@ -3,15 +3,15 @@
 //! (`Client::flush`: one `writev`, no task wake-up or poll) or, when the socket is backed
 //! up, wakes the client's session to carry on.
 //!
-//! Write coalescing, adaptive (issue #18 item 2): a client is flushed at once (the
-//! flusher task is kicked) unless its lane is busy (`pace::Meter`: the share of time the
-//! lane would spend writing every frame apart is high) and the client was flushed less
-//! than `window` ms ago; then it waits for the lane's next flush of waiting clients,
-//! every tick (a quarter window) or, the busier the lane, every few ticks up to the
-//! window (`pace::stretch`), so one `writev` carries several messages. A channel busier than 50 msg/s no longer pays up
-//! to a tick per message while the core has time to spare, and the max-rate batching is
-//! what it was. Even flushed at once, a lane batches by itself when busy: a client
-//! already waiting to be flushed takes new frames into the same write.
+//! Write coalescing, adaptive (issue #18 items 2 and 3): a client is flushed at once
+//! (the flusher task is kicked) unless its lane is busy (`pace::Meter`: the share of time
+//! the lane would spend writing every frame apart is high) and the client was flushed
+//! within the lane's flush interval; then it waits for the lane's next flush of waiting
+//! clients: every tick (a quarter window) or, the busier the lane, every few ticks up to
+//! three quarters of the window (`pace::stretch`), so one `writev` carries several
+//! messages. A client whose messages come further apart than that interval gains nothing
+//! by waiting and is written at once. Even flushed at once, a lane batches by itself when
+//! busy: a client already waiting to be flushed takes new frames into the same write.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
@@ -59,10 +59,14 @@ impl Lane {
 }
 
 /// The coalescing decision: does a client whose outbox just got its first frame wait
-/// for the tick? Only when coalescing is on, the client was flushed less than `window`
-/// ms ago (`now` and `last_flush` on the coarse clock), and its lane is busy.
-pub(crate) fn waits_for_tick(window: u32, now: u32, last_flush: u32, busy: bool) -> bool {
-    window > 0 && busy && now.wrapping_sub(last_flush) < window
+/// for its lane's next flush? Only when the lane is busy and the client was flushed less
+/// than `interval` ms ago (`now` and `last_flush` on the coarse clock), `interval` being
+/// how often the lane flushes waiting clients (0: coalescing off). A client flushed
+/// longer ago than that would get its next message no sooner by waiting (nothing more
+/// would come to share the write), so it is written at once: a busy lane with many
+/// clients each getting 100 msg/s adds no latency to them (issue #18 item 2).
+pub(crate) fn waits_for_tick(interval: u32, now: u32, last_flush: u32, busy: bool) -> bool {
+    interval > 0 && busy && now.wrapping_sub(last_flush) < interval
 }
 
 /// Clients waiting for a flush, and the coarse clock that times them.
@@ -91,8 +95,9 @@ impl Coalescer {
         self.lanes.len()
     }
 
-    /// Schedules a flush of `client`: now, or at the next tick if its lane is busy and
-    /// it was flushed less than a window ago. A client waits in at most one list.
+    /// Schedules a flush of `client`: now, or at its lane's next flush of waiting clients
+    /// if the lane is busy and the client was flushed less than that flush interval ago
+    /// (`waits_for_tick`). A client waits in at most one list.
     pub fn wake(&self, client: &Arc<Client>) {
         if client.deferred.swap(true, Relaxed) {
             return;
@@ -100,7 +105,12 @@ impl Coalescer {
         let lane = &self.lanes[(client.id.0 as usize) % self.lanes.len()];
         let now = self.clock.load(Relaxed);
         let last = client.last_wake.load(Relaxed);
-        if waits_for_tick(self.window, now, last, lane.batching.load(Relaxed)) {
+        let interval = if self.window == 0 {
+            0
+        } else {
+            self.period_ms() * lane.stretch.load(Relaxed)
+        };
+        if waits_for_tick(interval, now, last, lane.batching.load(Relaxed)) {
             lane.later.lock().push(client.clone());
             return;
         }
@@ -116,7 +126,11 @@ impl Coalescer {
 
     /// How often a lane ticks.
     pub fn period(&self) -> Duration {
-        Duration::from_millis(u64::from((self.window / 4).max(1)))
+        Duration::from_millis(u64::from(self.period_ms()))
+    }
+
+    fn period_ms(&self) -> u32 {
+        (self.window / 4).max(1)
     }
 
     /// Advances the clock, flushes the clients of lane `i` due now and, every
@@ -241,19 +255,20 @@ mod tests {
     // issue #18 item 2: the decision, case by case.
     #[test]
     fn only_a_recently_flushed_client_of_a_busy_lane_waits_for_the_tick() {
-        // (window, now, last flush, lane busy) -> waits
+        // (flush interval, now, last flush, lane busy) -> waits
         let cases = [
-            ((20, 100, 90, true), true),
-            ((20, 100, 90, false), false), // the core has time: at once
-            ((20, 100, 70, true), false),  // quiet client: at once even when busy
-            ((0, 100, 99, true), false),   // coalescing off
-            ((20, 5, u32::MAX - 3, true), true), // the coarse clock wrapped
+            ((5, 100, 97, true), true),
+            ((5, 100, 97, false), false), // the core has time: at once
+            ((5, 100, 90, true), false),  // 100 msg/s to this client: waiting shares nothing
+            ((15, 100, 90, true), true),  // a lane flushing every 15 ms: it shares a write
+            ((0, 100, 99, true), false),  // coalescing off
+            ((5, 1, u32::MAX - 2, true), true), // the coarse clock wrapped
         ];
-        for ((window, now, last, busy), waits) in cases {
+        for ((interval, now, last, busy), waits) in cases {
             assert_eq!(
-                waits_for_tick(window, now, last, busy),
+                waits_for_tick(interval, now, last, busy),
                 waits,
-                "{window} {now} {last} {busy}"
+                "{interval} {now} {last} {busy}"
             );
         }
     }
@@ -312,7 +327,7 @@ mod tests {
     }
 
     // issue #18 item 3: a lane that would need several cores to write every frame apart
-    // lets waiting clients wait several ticks (up to the window), so each write carries
+    // lets waiting clients wait several ticks (up to `MAX_STRETCH`), so each write carries
     // more messages; once the load is gone it flushes at once again.
     #[tokio::test]
     async fn a_very_busy_lane_flushes_waiting_clients_every_few_ticks() {
