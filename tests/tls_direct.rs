@@ -21,21 +21,7 @@ type Wss = WebSocketStream<TlsStream<TcpStream>>;
 async fn tls_connect_small(addr: SocketAddr, cert: &TestCert) -> TlsStream<TcpStream> {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(16 * 1024).unwrap();
-    let tcp = socket.connect(addr).await.unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap()
+    tls_handshake(socket.connect(addr).await.unwrap(), &cert.der).await
 }
 
 async fn wss(addr: SocketAddr, cert: &TestCert, path: &str) -> Wss {
@@ -129,12 +115,6 @@ async fn wss_fanout_of_large_messages_to_a_slow_reader_arrives_whole_and_in_orde
     server.shutdown().await;
 }
 
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 // issue #18 item 5: an open wss connection costs the server one descriptor (its TCP
 // socket), not three (the socket pair that bridged it to a copy task before).
 #[tokio::test]
@@ -150,7 +130,7 @@ async fn a_wss_connection_costs_one_descriptor() {
     ])
     .await;
     let pid = server.child.id().unwrap();
-    let baseline = fds(pid);
+    let baseline = fd_count(pid);
     const N: usize = 20;
     let mut clients = Vec::new();
     for _ in 0..N {
@@ -167,15 +147,17 @@ async fn a_wss_connection_costs_one_descriptor() {
     for ws in &mut clients {
         assert_eq!(next_wss_text(ws).await, "up");
     }
-    let grown = fds(pid) - baseline;
-    // The publish's own https connection may still be open: one more at most.
+    let grown = fd_count(pid) - baseline;
+    // The publish's own https connection may still be open (one more), and on a loaded
+    // machine the baseline has once counted a descriptor of the server's start that was
+    // closed by now (one fewer: 19 seen under `cargo test`); three each would be 60.
     assert!(
-        (N..=N + 1).contains(&grown),
+        (N - 1..=N + 1).contains(&grown),
         "{grown} descriptors for {N} wss connections"
     );
     drop(clients);
     within("the descriptors back to the baseline", async {
-        while fds(pid) > baseline {
+        while fd_count(pid) > baseline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
@@ -284,7 +266,7 @@ async fn a_wss_client_that_stops_reading_is_dropped_after_the_grace() {
     ])
     .await;
     let pid = server.child.id().unwrap();
-    let baseline = fds(pid);
+    let baseline = fd_count(pid);
     let tls = tls_connect_small(server.addr, &cert).await;
     let stuck = wss_on(server.addr, tls, "/ws?channels=flood").await;
     let mut watcher = wss(server.addr, &cert, "/ws?channels=flood").await;
@@ -305,7 +287,7 @@ async fn a_wss_client_that_stops_reading_is_dropped_after_the_grace() {
     }
     drop(watcher);
     within("the stuck client's connection to be dropped", async {
-        while fds(pid) > baseline {
+        while fd_count(pid) > baseline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })

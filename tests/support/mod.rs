@@ -521,6 +521,14 @@ pub async fn tls_connect(
     addr: SocketAddr,
     cert: &rustls::pki_types::CertificateDer<'static>,
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
+    tls_handshake(TcpStream::connect(addr).await.unwrap(), cert).await
+}
+
+/// The TLS handshake as `localhost` on an open TCP connection, trusting only `cert`.
+pub async fn tls_handshake(
+    tcp: TcpStream,
+    cert: &rustls::pki_types::CertificateDer<'static>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.clone()).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
@@ -530,12 +538,18 @@ pub async fn tls_connect(
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let tcp = TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(name, tcp)
         .await
         .expect("TLS handshake with the server's certificate")
+}
+
+/// How many descriptors process `pid` has open (from `/proc/PID/fd`).
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// A field of `/proc/PID/status` in KiB (`VmRSS:` now, `VmHWM:` the peak).
