@@ -252,15 +252,7 @@ async fn every_command_costs_budget_and_presence_churn_is_not_amplified() {
 async fn tls_connections_do_not_outlive_their_sessions() {
     use wspush::ws::frame::{encode, OP_TEXT};
     let cert = TestCert::localhost("tls-pump");
-    let server = Binary::serve(&[
-        "--no-console",
-        "--quiet",
-        "--tls-cert",
-        cert.cert.to_str().unwrap(),
-        "--tls-key",
-        cert.key.to_str().unwrap(),
-    ])
-    .await;
+    let server = Binary::serve_tls(&cert, &[]).await;
     let pid = server.child.id().unwrap();
     let fds = || fd_count(pid);
     let baseline = fds();

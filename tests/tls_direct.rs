@@ -120,15 +120,7 @@ async fn wss_fanout_of_large_messages_to_a_slow_reader_arrives_whole_and_in_orde
 #[tokio::test]
 async fn a_wss_connection_costs_one_descriptor() {
     let cert = TestCert::localhost("tls-direct-fds");
-    let server = Binary::serve(&[
-        "--no-console",
-        "--quiet",
-        "--tls-cert",
-        cert.cert.to_str().unwrap(),
-        "--tls-key",
-        cert.key.to_str().unwrap(),
-    ])
-    .await;
+    let server = Binary::serve_tls(&cert, &[]).await;
     let pid = server.child.id().unwrap();
     let baseline = fd_count(pid);
     const N: usize = 20;
@@ -252,18 +244,10 @@ async fn pusher_over_wss_gets_large_events() {
 #[tokio::test]
 async fn a_wss_client_that_stops_reading_is_dropped_after_the_grace() {
     let cert = TestCert::localhost("tls-direct-slow");
-    let server = Binary::serve(&[
-        "--no-console",
-        "--quiet",
-        "--queue-max-bytes",
-        "1048576",
-        "--slow-close-grace",
-        "1",
-        "--tls-cert",
-        cert.cert.to_str().unwrap(),
-        "--tls-key",
-        cert.key.to_str().unwrap(),
-    ])
+    let server = Binary::serve_tls(
+        &cert,
+        &["--queue-max-bytes", "1048576", "--slow-close-grace", "1"],
+    )
     .await;
     let pid = server.child.id().unwrap();
     let baseline = fd_count(pid);

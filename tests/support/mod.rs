@@ -206,6 +206,13 @@ impl Binary {
         Self::start(args, false).await
     }
 
+    /// `serve --no-console --quiet` with `args`, serving https:// and wss:// with `cert`.
+    pub async fn serve_tls(cert: &TestCert, args: &[&str]) -> Self {
+        let (c, k) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
+        let tls = ["--no-console", "--quiet", "--tls-cert", c, "--tls-key", k];
+        Self::serve(&[&tls[..], args].concat()).await
+    }
+
     /// `serve` with stderr piped into `stderr` (see `expect_stderr`).
     pub async fn serve_logged(args: &[&str]) -> Self {
         Self::start(args, true).await
