@@ -9,7 +9,6 @@
 use std::io;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -158,25 +157,8 @@ pub async fn open_many(
     timeout: Duration,
     mode: Mode,
 ) -> (Vec<Stream>, usize, Option<String>) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut pending = std::pin::pin!(futures_util::stream::iter(0..n)
-        .map(|i| Stream::open(url, source(i, source_ips), mode))
-        .buffer_unordered(concurrency.max(1)));
-    let (mut streams, mut failed, mut first) = (Vec::with_capacity(n), 0, None);
-    loop {
-        match tokio::time::timeout_at(deadline, pending.next()).await {
-            Ok(Some(Ok(s))) => streams.push(s),
-            Ok(Some(Err(e))) => {
-                failed += 1;
-                first.get_or_insert_with(|| e.to_string());
-            }
-            Ok(None) => break,
-            Err(_) => {
-                failed = n - streams.len();
-                first.get_or_insert_with(|| "connect timeout".into());
-                break;
-            }
-        }
-    }
-    (streams, failed, first)
+    super::wire::open_all(n, concurrency, timeout, |i| {
+        Stream::open(url, source(i, source_ips), mode)
+    })
+    .await
 }

@@ -434,40 +434,55 @@ pub async fn open_many(
     offer: Option<Offer>,
 ) -> Opened {
     let start = tokio::time::Instant::now();
-    let deadline = start + timeout;
-    let mut conns = Vec::with_capacity(n);
-    let mut failed = 0;
-    let mut first_error = None;
-    let mut pending = pin!(futures_util::stream::iter(0..n)
-        .map(|i| async move {
-            let mut conn = Conn::open(url, source(i, source_ips), offer).await?;
-            if let Some(channel) = pusher_channel {
-                conn.pusher_subscribe(channel).await?;
-            }
-            Ok::<_, io::Error>(conn)
-        })
-        .buffer_unordered(concurrency.max(1)));
-    loop {
-        match tokio::time::timeout_at(deadline, pending.next()).await {
-            Ok(Some(Ok(conn))) => conns.push(conn),
-            Ok(Some(Err(e))) => {
-                failed += 1;
-                first_error.get_or_insert_with(|| e.to_string());
-            }
-            Ok(None) => break,
-            Err(_) => {
-                failed = n - conns.len();
-                first_error.get_or_insert_with(|| "connect timeout".to_string());
-                break;
-            }
+    let (conns, failed, first_error) = open_all(n, concurrency, timeout, |i| async move {
+        let mut conn = Conn::open(url, source(i, source_ips), offer).await?;
+        if let Some(channel) = pusher_channel {
+            conn.pusher_subscribe(channel).await?;
         }
-    }
+        Ok(conn)
+    })
+    .await;
     Opened {
         conns,
         failed,
         first_error,
         elapsed: start.elapsed(),
     }
+}
+
+/// Runs `open(i)` for `i` in `0..n`, `concurrency` at a time, for at most `timeout`:
+/// what opened, how many did not (all the rest on timeout) and the first error.
+pub async fn open_all<T, F, Fut>(
+    n: usize,
+    concurrency: usize,
+    timeout: Duration,
+    open: F,
+) -> (Vec<T>, usize, Option<String>)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = io::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pending = pin!(futures_util::stream::iter(0..n)
+        .map(open)
+        .buffer_unordered(concurrency.max(1)));
+    let (mut opened, mut failed, mut first) = (Vec::with_capacity(n), 0, None);
+    loop {
+        match tokio::time::timeout_at(deadline, pending.next()).await {
+            Ok(Some(Ok(conn))) => opened.push(conn),
+            Ok(Some(Err(e))) => {
+                failed += 1;
+                first.get_or_insert_with(|| e.to_string());
+            }
+            Ok(None) => break,
+            Err(_) => {
+                failed = n - opened.len();
+                first.get_or_insert_with(|| "connect timeout".to_string());
+                break;
+            }
+        }
+    }
+    (opened, failed, first)
 }
 
 #[cfg(test)]
