@@ -357,6 +357,33 @@ mod tests {
         );
     }
 
+    // issue #18 item 2: in a busy lane a client waits only if it was flushed within the
+    // lane's flush interval (a quarter window times the stretch): one whose messages come
+    // further apart would share no write by waiting. README and --help promise at most
+    // 15 ms of waiting at the default 20 ms window.
+    #[tokio::test]
+    async fn a_busy_lane_delays_only_clients_flushed_within_its_interval() {
+        let c = Coalescer::new(20, 1);
+        assert_eq!(c.period_ms() * pace::MAX_STRETCH, 15);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        c.tick(0).await; // the clock is now about 30 ms
+        let now = c.clock.load(Relaxed);
+        let lane = &c.lanes[0];
+        lane.batching.store(true, Relaxed);
+        let a = client(1);
+        // Flushed 10 ms ago, the lane flushing waiting clients every 5 ms: at once.
+        a.last_wake.store(now - 10, Relaxed);
+        lane.stretch.store(1, Relaxed);
+        c.wake(&a);
+        assert_eq!(waiting(&c), (1, 0));
+        c.flush_now(0).await;
+        // The same, the lane flushing every 15 ms: it waits for the lane's flush.
+        a.last_wake.store(now - 10, Relaxed);
+        lane.stretch.store(pace::MAX_STRETCH, Relaxed);
+        c.wake(&a);
+        assert_eq!(waiting(&c), (0, 1));
+    }
+
     #[tokio::test]
     async fn window_zero_always_flushes_at_once() {
         let c = Coalescer::new(0, 1);
